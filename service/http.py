@@ -1,0 +1,265 @@
+"""The aiohttp ingress: verify, record durably, enqueue, answer fast.
+
+Status codes (the contract): 200 once the event is durably recorded (`duplicate` for a known
+event id); 400 with a reason for bad signatures and bodies; 413 over the size limit; 405 for other
+methods; 503 when the order store cannot record the event, so WooShPay retries (it retries 18 times
+over 72 hours, so a 503 is a delay, never a loss). Never 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.events import InvalidEvent, WebhookEvent, parse_envelope
+from service.metrics import CONTENT_TYPE_LATEST, IngressMetrics, type_label
+from service.queue import create_redis, enqueue_event, queue_depth
+from service.settings import Settings
+from service.signatures import SignatureError, verify
+from service.store.engine import create_engine
+from service.store.inbox import NewEvent, inbox_summary, record_event
+
+log = structlog.get_logger("service.http")
+
+WEBHOOK_PATH = "/webhooks/wooshpay"
+SIGNATURE_HEADER = "Wooshpay-Signature"
+# Bounds on the I/O done while WooShPay waits; past them the answer is 503 and WooShPay retries.
+RECORD_TIMEOUT_S = 10.0
+ENQUEUE_TIMEOUT_S = 2.0
+PROBE_TIMEOUT_S = 2.0
+
+# Errors that mean "the store or the queue is unreachable", as opposed to bugs.
+STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+QUEUE_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+@dataclass
+class Ingress:
+    """Everything a request needs; built by create_app, opened and closed by its cleanup_ctx."""
+
+    settings: Settings
+    metrics: IngressMetrics
+    engine: AsyncEngine | None = None
+    redis: ArqRedis | None = None
+    clock: Callable[[], float] = time.time
+
+    def require_engine(self) -> AsyncEngine:
+        if self.engine is None:
+            raise RuntimeError("ingress store not opened")
+        return self.engine
+
+    def require_redis(self) -> ArqRedis:
+        if self.redis is None:
+            raise RuntimeError("ingress queue not opened")
+        return self.redis
+
+
+INGRESS = web.AppKey("ingress", Ingress)
+
+
+class Rejected(Exception):
+    """A request answered with an error status; `reason` is safe to return and log."""
+
+    def __init__(self, status: int, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.code = code
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    redis: ArqRedis | None = None,
+    metrics: IngressMetrics | None = None,
+) -> web.Application:
+    """Build the ingress app. Connections passed in are used (and left open); others are
+    created on startup and closed on cleanup, never at import time."""
+    ingress = Ingress(settings, metrics or IngressMetrics(), engine, redis)
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[INGRESS] = ingress
+    app.cleanup_ctx.append(_resources(ingress))
+    app.router.add_post(WEBHOOK_PATH, receive_webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    return app
+
+
+def _resources(
+    ingress: Ingress,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def resources(_: web.Application) -> AsyncIterator[None]:
+        own_engine = ingress.engine is None
+        own_redis = ingress.redis is None
+        if own_engine:
+            ingress.engine = create_engine(ingress.settings.database_url)
+        if own_redis:
+            ingress.redis = create_redis(ingress.settings.redis_url)
+        yield
+        # cleanup_ctx runs after in-flight handlers finished, so nothing is enqueueing now.
+        if own_redis and ingress.redis is not None:
+            await ingress.redis.aclose()
+        if own_engine and ingress.engine is not None:
+            await ingress.engine.dispose()
+
+    return resources
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    ingress = request.app[INGRESS]
+    started = time.perf_counter()
+    structlog.contextvars.clear_contextvars()
+    ingress.metrics.received.inc()
+    try:
+        response = await _accept(request, ingress)
+    except Rejected as rejected:
+        ingress.metrics.rejected.labels(rejected.code).inc()
+        response = web.json_response({"error": rejected.reason}, status=rejected.status)
+        _log_outcome("webhook.rejected", response.status, started, reason=rejected.code)
+    ingress.metrics.request_latency.observe(time.perf_counter() - started)
+    return response
+
+
+async def _accept(request: web.Request, ingress: Ingress) -> web.Response:
+    started = time.perf_counter()
+    body = await _read_body(request)
+    try:
+        verify(
+            request.headers.get(SIGNATURE_HEADER),
+            body,
+            ingress.settings.webhook_secrets,
+            now=ingress.clock(),
+            tolerance_s=ingress.settings.tolerance_s,
+        )
+    except SignatureError as error:
+        raise Rejected(400, str(error), error.code) from None
+    try:
+        event = parse_envelope(body)
+    except InvalidEvent as error:
+        raise Rejected(400, str(error), "invalid_event") from None
+    structlog.contextvars.bind_contextvars(event_id=event.event_id, event_type=event.type)
+    is_new = await _record(ingress, event, body)
+    if is_new and event.in_scope:
+        await _enqueue(ingress, event.event_id)
+    if is_new:
+        ingress.metrics.accepted.labels(type_label(event.type)).inc()
+    else:
+        ingress.metrics.duplicates.inc()
+    _log_outcome(
+        "webhook.accepted" if is_new else "webhook.duplicate",
+        200,
+        started,
+        ignored=not event.in_scope,
+    )
+    return web.json_response(
+        {"received": True, "event_id": event.event_id, "duplicate": not is_new}
+    )
+
+
+async def _read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Rejected(413, "request body too large", "body_too_large") from None
+
+
+async def _record(ingress: Ingress, event: WebhookEvent, body: bytes) -> bool:
+    # Events outside the reconciled set are acknowledged and recorded as `ignored`.
+    item = NewEvent(event, body, "pending" if event.in_scope else "ignored")
+    try:
+        async with asyncio.timeout(RECORD_TIMEOUT_S):
+            return await record_event(
+                ingress.require_engine(), item, now_ms=int(ingress.clock() * 1000)
+            )
+    except STORE_ERRORS as error:
+        log.warning("webhook.store_unavailable", error=type(error).__name__)
+        raise Rejected(503, "order store unavailable", "store_unavailable") from None
+
+
+async def _enqueue(ingress: Ingress, event_id: str) -> None:
+    """Hand the event to the queue; a Redis failure only delays it (the sweeper re-enqueues)."""
+    try:
+        async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
+            await enqueue_event(ingress.require_redis(), event_id)
+    except QUEUE_ERRORS as error:
+        ingress.metrics.enqueue_deferred.inc()
+        log.warning("webhook.enqueue_deferred", error=type(error).__name__)
+
+
+def _log_outcome(name: str, status: int, started: float, **fields: object) -> None:
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    log.info(name, status=status, duration_ms=duration_ms, **fields)
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the order store answers; Redis is reported but does not gate readiness,
+    because events are still accepted (and recorded) while Redis is down."""
+    ingress = request.app[INGRESS]
+    database = await _probe(_ping_database(ingress.require_engine()))
+    redis = await _probe(ingress.require_redis().ping())
+    status = 200 if database else 503
+    return web.json_response(
+        {
+            "status": "ready" if database else "unavailable",
+            "database": "ok" if database else "unavailable",
+            "redis": "ok" if redis else "unavailable",
+        },
+        status=status,
+    )
+
+
+async def _ping_database(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+async def _probe(check: Awaitable[object]) -> bool:
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            await check
+    except (*STORE_ERRORS, *QUEUE_ERRORS):
+        return False
+    return True
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    ingress = request.app[INGRESS]
+    await _refresh_gauges(ingress)
+    return web.Response(
+        body=ingress.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def _refresh_gauges(ingress: Ingress) -> None:
+    """Gauges read the store and the queue at scrape time; an outage leaves the last values."""
+    metrics = ingress.metrics
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            counts, oldest_ms = await inbox_summary(ingress.require_engine())
+        for status in ("pending", "processed", "ignored", "failed"):
+            metrics.events_by_status.labels(status).set(counts.get(status, 0))
+        age_s = ingress.clock() - oldest_ms / 1000 if oldest_ms is not None else 0.0
+        metrics.oldest_pending_age.set(max(age_s, 0.0))
+    except STORE_ERRORS:
+        log.warning("metrics.store_unavailable")
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            metrics.queue_depth.set(await queue_depth(ingress.require_redis()))
+    except QUEUE_ERRORS:
+        log.warning("metrics.queue_unavailable")

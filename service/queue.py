@@ -1,0 +1,82 @@
+"""The arq queue: a JSON-serialising Redis pool and enqueueing events by id.
+
+Jobs carry event ids, never payloads: the inbox row is the source of truth, Redis is the fast path.
+arq's `_job_id` only guards against in-flight duplicates (its dedup ends when the job finishes),
+so exactly-once is enforced by the order store, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Final
+
+from arq.connections import ArqRedis
+from redis.asyncio import BlockingConnectionPool
+
+RECONCILE_FUNCTION: Final = "reconcile_event"
+DEFAULT_QUEUE_NAME: Final = "wooshpay:queue"
+# Redis calls at the ingress must fail fast: a slow Redis must not delay the 2xx, the event is
+# already durable in the inbox and the sweeper will enqueue it.
+CONNECT_TIMEOUT_S: Final = 1.0
+SOCKET_TIMEOUT_S: Final = 5.0
+
+
+def serialize_job(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def deserialize_job(raw: bytes) -> dict[str, Any]:
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("job payload is not a JSON object")
+    return value
+
+
+def create_redis(
+    redis_url: str, *, queue_name: str = DEFAULT_QUEUE_NAME, max_connections: int = 50
+) -> ArqRedis:
+    """An ArqRedis that connects lazily, so a process starts even while Redis is down.
+
+    A blocking pool waits for a free connection instead of failing a burst of enqueues.
+    """
+    pool = BlockingConnectionPool.from_url(
+        redis_url,
+        max_connections=max_connections,
+        timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+    )
+    return ArqRedis(
+        pool_or_conn=pool,
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+        default_queue_name=queue_name,
+    )
+
+
+def job_id_for(event_id: str) -> str:
+    """The stable job id of an event's first delivery: arq refuses it while one is in flight."""
+    return f"evt:{event_id}"
+
+
+def replay_job_id_for(event_id: str) -> str:
+    """A fresh job id, so a replay is never swallowed by arq's in-flight dedup."""
+    return f"evt:{event_id}:replay:{uuid.uuid4().hex}"
+
+
+async def enqueue_event(
+    redis: ArqRedis, event_id: str, *, job_id: str | None = None, defer_s: float | None = None
+) -> bool:
+    """Enqueue the reconcile job for an event; False when arq already holds that job id."""
+    job = await redis.enqueue_job(
+        RECONCILE_FUNCTION,
+        event_id,
+        _job_id=job_id or job_id_for(event_id),
+        _defer_by=defer_s,
+    )
+    return job is not None
+
+
+async def queue_depth(redis: ArqRedis) -> int:
+    return int(await redis.zcard(redis.default_queue_name))

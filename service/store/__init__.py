@@ -1,0 +1,1 @@
+"""The order store and event inbox: one relational database (SQLite or PostgreSQL)."""

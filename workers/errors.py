@@ -1,0 +1,42 @@
+"""The reconciler's failure tree: transient failures retry with backoff, permanent ones park."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import SQLAlchemyError
+
+
+class ReconcileError(Exception):
+    """Base of the reconciler's own failures; `reason` is a short, log-safe code."""
+
+    reason = "error"
+
+
+class TransientError(ReconcileError):
+    """Worth another try later: the world may change (the order may be committed soon)."""
+
+
+class OrderNotFound(TransientError):
+    # The merchant may not have committed the order yet when WooshPay's event arrives.
+    reason = "order_not_found"
+
+
+class PermanentError(ReconcileError):
+    """Retrying cannot help: the event is parked as `failed` at once."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+# Infrastructure failures: the store or the network is unreachable, slow or locked.
+INFRASTRUCTURE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+
+
+def describe(error: BaseException) -> str:
+    """A short, payload-free description for `last_error` and the logs."""
+    if isinstance(error, ReconcileError):
+        return str(error) or error.reason
+    # Driver messages can quote SQL parameters (event bodies): keep only the exception type and
+    # the first line, truncated.
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first_line[:200]}".rstrip(": ")

@@ -1,0 +1,134 @@
+"""The arq job: reconcile one recorded event, retrying transient failures and parking the rest.
+
+arq retries only when a job raises `Retry`, and has no dead-letter queue; so the attempt count
+and the `failed` state live in the inbox, and a failure that cannot even be written there is
+left `pending` for the sweeper (it is never dropped).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from arq import Retry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.settings import Settings
+from workers.apply import ApplyResult, apply_event
+from workers.errors import (
+    INFRASTRUCTURE_ERRORS,
+    PermanentError,
+    TransientError,
+    describe,
+)
+from workers.metrics import WorkerMetrics
+from workers.retries import backoff_s, record_failure
+
+log = structlog.get_logger("workers.reconcile")
+
+
+@dataclass
+class WorkerDeps:
+    """What every job needs, opened once per worker process (see workers.main)."""
+
+    settings: Settings
+    engine: AsyncEngine
+    metrics: WorkerMetrics
+
+
+DEPS_KEY = "deps"
+
+
+async def reconcile_event(ctx: dict[str, Any], event_id: str) -> str:
+    """Apply one event; return the outcome (applied, stale, duplicate, ignored, ...)."""
+    deps: WorkerDeps = ctx[DEPS_KEY]
+    attempt = int(ctx.get("job_try") or 1)
+    structlog.contextvars.bind_contextvars(event_id=event_id, attempt=attempt)
+    started = time.perf_counter()
+    try:
+        result = await apply_event(deps.engine, event_id, now_ms=_now_ms())
+    except PermanentError as error:
+        return await _park(deps, event_id, error, started)
+    except (TransientError, *INFRASTRUCTURE_ERRORS) as error:
+        return await _retry_or_park(deps, event_id, error, attempt, started)
+    _finish(deps, result.outcome, started, result)
+    if result.received_ms is not None:
+        deps.metrics.processing_latency.observe(max(_now_ms() - result.received_ms, 0) / 1000)
+    return result.outcome
+
+
+async def _retry_or_park(
+    deps: WorkerDeps, event_id: str, error: BaseException, attempt: int, started: float
+) -> str:
+    settings = deps.settings
+    try:
+        record = await record_failure(
+            deps.engine,
+            event_id,
+            error=describe(error),
+            max_attempts=settings.retry_max_attempts,
+            permanent=False,
+            now_ms=_now_ms(),
+        )
+    except INFRASTRUCTURE_ERRORS:
+        # The store is down: count on arq's own try counter, and if arq gives up the event is
+        # still `pending` in the inbox, where the sweeper finds it again.
+        record = None
+        attempts = attempt
+    else:
+        if record is None:
+            _finish(deps, "duplicate", started)
+            return "duplicate"
+        attempts = record.attempts
+    if record is not None and record.parked:
+        _finish(deps, "failed", started, reason=describe(error), attempts=attempts)
+        return "failed"
+    delay = backoff_s(attempts, base_s=settings.retry_base_delay_s)
+    _finish(deps, "retry", started, reason=describe(error), attempts=attempts, defer_s=delay)
+    raise Retry(defer=delay)
+
+
+async def _park(deps: WorkerDeps, event_id: str, error: PermanentError, started: float) -> str:
+    try:
+        await record_failure(
+            deps.engine,
+            event_id,
+            error=describe(error),
+            max_attempts=deps.settings.retry_max_attempts,
+            permanent=True,
+            now_ms=_now_ms(),
+        )
+    except INFRASTRUCTURE_ERRORS:
+        # Could not park it: retry the whole job later rather than lose the verdict.
+        _finish(deps, "retry", started, reason="store_unavailable")
+        raise Retry(defer=deps.settings.retry_base_delay_s) from None
+    _finish(deps, "failed", started, reason=describe(error))
+    return "failed"
+
+
+def _finish(
+    deps: WorkerDeps,
+    outcome: str,
+    started: float,
+    result: ApplyResult | None = None,
+    **fields: object,
+) -> None:
+    """One log line per job, and the outcome and duration metrics."""
+    duration = time.perf_counter() - started
+    event_type = result.event_type if result is not None else None
+    deps.metrics.outcomes.labels(event_type or "unknown", outcome).inc()
+    deps.metrics.job_duration.observe(duration)
+    if result is not None:
+        fields.update(event_type=result.event_type, order_id=result.order_id)
+        if result.status is not None:
+            fields["order_status"] = result.status
+    level = "warning" if outcome in ("retry", "failed", "missing") else "info"
+    getattr(log, level)(
+        f"reconcile.{outcome}", outcome=outcome, duration_ms=round(duration * 1000, 2), **fields
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
