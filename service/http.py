@@ -16,14 +16,13 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 from arq.connections import ArqRedis
-from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.events import InvalidEvent, WebhookEvent, parse_envelope
 from service.metrics import CONTENT_TYPE_LATEST, IngressMetrics, type_label
-from service.queue import create_redis, enqueue_event, queue_depth
+from service.queue import QUEUE_ERRORS, create_redis, enqueue_event, queue_depth
 from service.settings import Settings
 from service.signatures import SignatureError, verify
 from service.store.engine import create_engine
@@ -40,7 +39,6 @@ PROBE_TIMEOUT_S = 2.0
 
 # Errors that mean "the store or the queue is unreachable", as opposed to bugs.
 STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
-QUEUE_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 @dataclass

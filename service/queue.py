@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from arq.connections import ArqRedis
 from redis.asyncio import BlockingConnectionPool
+from redis.exceptions import RedisError
 
 RECONCILE_FUNCTION: Final = "reconcile_event"
 DEFAULT_QUEUE_NAME: Final = "wooshpay:queue"
@@ -20,6 +21,8 @@ DEFAULT_QUEUE_NAME: Final = "wooshpay:queue"
 # already durable in the inbox and the sweeper will enqueue it.
 CONNECT_TIMEOUT_S: Final = 1.0
 SOCKET_TIMEOUT_S: Final = 5.0
+# What "Redis is unreachable or too slow" looks like to a caller.
+QUEUE_ERRORS: Final = (RedisError, OSError, TimeoutError)
 
 
 def serialize_job(data: dict[str, Any]) -> bytes:

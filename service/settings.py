@@ -44,7 +44,9 @@ class Settings:
         env = os.environ if environ is None else environ
         return cls(
             webhook_secrets=_secrets(env, required=require_secrets),
-            redis_url=_url(env, "REDIS_URL", DEFAULT_REDIS_URL, ("redis://", "rediss://", "unix://")),
+            redis_url=_url(
+                env, "REDIS_URL", DEFAULT_REDIS_URL, ("redis://", "rediss://", "unix://")
+            ),
             database_url=_url(
                 env, "DATABASE_URL", DEFAULT_DATABASE_URL, ("postgresql", "postgres://", "sqlite")
             ),

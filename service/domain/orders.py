@@ -22,16 +22,22 @@ Canonical order: ascending (created_ms, rank, event_id), where rank is, by event
 Time is the truth; the rank only orders events stamped with the same millisecond, putting the
 further stage of the payment's life last (so it wins), and event_id makes the order total.
 
-Payment rules, applied in that order (see the handlers below):
-- in-flight events (requires_action, processing, payment_failed) move an *open* order
-  (pending, requires_action, processing, payment_failed) to their status, so a customer can fail and
-  retry; they never touch a paid order (progress does not go backwards) nor reopen a canceled or
-  expired one;
+Rules (one handler per event type, see _HANDLERS):
+- in-flight events (requires_action, processing, payment_failed, and a checkout session completed
+  but not yet paid, which means processing) move an *open* order (pending, requires_action,
+  processing, payment_failed) to their status, so a customer can fail and retry; they never touch
+  a paid order (progress does not go backwards) nor reopen a canceled or expired one;
+- payment_intent.created resets a failed order to pending (a new attempt) and is otherwise inert;
 - canceled / expired close an open order; the first close wins;
 - a success whose amount and currency match the terms makes the order paid, even when canceled or
   expired (then it needs review: money arrived for an order the merchant may have released); a
-  success that does not match leaves the status alone and needs review;
-- refunds are summarised at the end, each refund at its latest status; see `service.domain.refunds`.
+  success that does not match, or a paid session without amount/currency, leaves the status alone
+  and needs review; a second, different PaymentIntent succeeding needs review (paid twice);
+- the latest PaymentIntent / Checkout Session id in fold order becomes the order's link;
+- refunds are summarised at the end, each refund at its latest status, and count only once the
+  order is paid; see `service.domain.refunds`.
+
+Review reasons are kept once each, in fold order, and never contain the "; " that joins them.
 """
 
 from __future__ import annotations
@@ -281,8 +287,8 @@ def _settle(fold: _Fold, payment: _Payment) -> _Fold:
         return _paid_again(fold, payment)
     if fold.status in ("canceled", "expired"):
         fold = fold.with_reason(
-            f"paid_after_{fold.status}: money arrived for an order that was {fold.status};"
-            " the merchant may have released it"
+            f"paid_after_{fold.status}: money arrived for an order that was {fold.status},"
+            " which the merchant may have released"
         )
     return replace(
         fold, status="paid", amount_received=payment.amount, paid_by=payment.payment_intent_id
@@ -370,12 +376,11 @@ def _finish(fold: _Fold) -> OrderState:
     """Derive the order's state: refunds count only once the order is paid."""
     currency = fold.terms.currency.upper()
     totals = summarise(fold.refunds, currency)
-    reasons = list(fold.reasons)
-    reasons += [
-        f"refund_currency_mismatch: refund {r.id} is in {r.currency.upper()},"
-        f" the order in {currency}"
-        for r in totals.foreign
-    ]
+    for foreign in totals.foreign:
+        fold = fold.with_reason(
+            f"refund_currency_mismatch: refund {foreign.id} is in {foreign.currency.upper()},"
+            f" the order in {currency}"
+        )
     status: OrderStatus = fold.status
     refunded = 0
     if fold.status == "paid":
@@ -383,19 +388,18 @@ def _finish(fold: _Fold) -> OrderState:
         refunded = totals.succeeded
         status = _refund_status(refunded, fold.amount_received)
         if refunded > fold.amount_received:
-            reasons.append(
+            fold = fold.with_reason(
                 f"refund_exceeds_received: refunded {refunded} {currency},"
                 f" received {fold.amount_received} {currency}"
             )
-    unique = tuple(dict.fromkeys(reasons))
     return OrderState(
         status=status,
         amount_received=fold.amount_received,
         amount_refunded=refunded,
         payment_intent_id=fold.payment_intent_id,
         checkout_session_id=fold.checkout_session_id,
-        needs_review=bool(unique),
-        review_reason="; ".join(unique) if unique else None,
+        needs_review=bool(fold.reasons),
+        review_reason="; ".join(fold.reasons) if fold.reasons else None,
         refunds=totals.refunds,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Unpack
+from typing import Any
 
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -79,8 +79,10 @@ async def _insert_if_new(connection: AsyncConnection, item: NewEvent, now_ms: in
         "processed_ms": now_ms if item.status == "ignored" else None,
     }
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(events).values(values).on_conflict_do_nothing(
-        index_elements=[events.c.event_id]
+    statement = (
+        dialect.insert(events)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=[events.c.event_id])
     )
     result = await connection.execute(statement)
     return result.rowcount == 1
@@ -127,9 +129,7 @@ async def pending_event_ids(
         return list((await connection.execute(query)).scalars())
 
 
-async def reopen_for_replay(
-    engine: AsyncEngine, event_ids: Sequence[str], *, now_ms: int
-) -> None:
+async def reopen_for_replay(engine: AsyncEngine, event_ids: Sequence[str], *, now_ms: int) -> None:
     """Put failed events back to `pending` with a fresh attempt budget.
 
     Processed and ignored events are left as they are: replaying them changes nothing.
@@ -160,5 +160,5 @@ async def inbox_summary(engine: AsyncEngine) -> tuple[dict[str, int], int | None
     return {str(status): int(count) for status, count in rows}, oldest
 
 
-def _record(row: Row[Unpack[tuple[Any, ...]]]) -> EventRecord:
+def _record(row: Row[*tuple[Any, ...]]) -> EventRecord:
     return EventRecord(**row._mapping)

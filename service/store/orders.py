@@ -134,9 +134,7 @@ async def existing_order_id(connection: AsyncConnection, candidates: Sequence[st
     """The first candidate order id that is registered."""
     for order_id in candidates:
         found = (
-            await connection.execute(
-                select(orders.c.order_id).where(orders.c.order_id == order_id)
-            )
+            await connection.execute(select(orders.c.order_id).where(orders.c.order_id == order_id))
         ).scalar()
         if found is not None:
             return str(found)

@@ -8,7 +8,7 @@ import pytest
 
 from service.domain import OrderState, OrderStatus, OrderTerms, RefundState, initial_state, project
 from service.domain.orders import canonical_order
-from service.events import CheckoutSession, PaymentEvent, PaymentIntent, Refund
+from service.events import IN_SCOPE_TYPES, CheckoutSession, PaymentEvent, PaymentIntent, Refund
 
 ORDER_ID = "ord_1"
 PI = "pi_1"
@@ -239,6 +239,11 @@ def test_next_event_from_every_state(start: str, event: str, expected: Outcome) 
     assert summary(state) == expected
 
 
+def test_matrix_covers_every_in_scope_event_type() -> None:
+    """Every event type the parser lets through is in the matrix, so each one is projected."""
+    assert {make(NEXT_AT).type for make in NEXT_EVENTS.values()} == IN_SCOPE_TYPES
+
+
 PREFIX_STATUS: dict[str, OrderStatus] = {
     "new": "pending",
     "created": "pending",
@@ -443,8 +448,8 @@ def test_payment_after_release_is_paid_and_needs_review(
     assert state.amount_received == 2000
     assert state.needs_review
     assert state.review_reason == (
-        f"{reason}: money arrived for an order that was {reason.removeprefix('paid_after_')};"
-        " the merchant may have released it"
+        f"{reason}: money arrived for an order that was {reason.removeprefix('paid_after_')},"
+        " which the merchant may have released"
     )
 
 
@@ -506,7 +511,9 @@ def test_null_amount_received_counts_the_full_amount() -> None:
         ),
     ],
 )
-def test_mismatched_success_is_not_paid_and_needs_review(payment: PaymentEvent, reason: str) -> None:
+def test_mismatched_success_is_not_paid_and_needs_review(
+    payment: PaymentEvent, reason: str
+) -> None:
     """A success whose money differs from the terms leaves the status and needs review."""
     state = project(TERMS, [*PREFIXES["processing"], payment])
     assert summary(state) == ("processing", 0, 0, True)
@@ -732,7 +739,9 @@ def test_refund_in_another_currency_is_not_counted() -> None:
     """A refund in a currency other than the order's is listed, not counted, and flagged."""
     state = project(TERMS, [*paid_flow(), refund("re_a", "succeeded", 5000, currency="USD")])
     assert summary(state) == ("paid", 2000, 0, True)
-    assert state.review_reason == "refund_currency_mismatch: refund re_a is in USD, the order in EUR"
+    assert (
+        state.review_reason == "refund_currency_mismatch: refund re_a is in USD, the order in EUR"
+    )
 
 
 def test_refund_on_released_order_is_not_counted() -> None:
@@ -808,8 +817,8 @@ def test_review_reasons_accumulate_unique_in_fold_order() -> None:
     assert state.review_reason == "; ".join(
         [
             "amount_mismatch: expected 2000 EUR, received 1 EUR",
-            "paid_after_expired: money arrived for an order that was expired;"
-            " the merchant may have released it",
+            "paid_after_expired: money arrived for an order that was expired,"
+            " which the merchant may have released",
             "refund_exceeds_received: refunded 2500 EUR, received 2000 EUR",
         ]
     )
@@ -833,6 +842,8 @@ def test_unknown_event_type_is_refused() -> None:
 
 def test_object_that_does_not_fit_its_type_is_refused() -> None:
     """A payment_intent event carrying a refund object raises."""
-    stray = PaymentEvent("evt_x", "payment_intent.succeeded", 1, refund("re_a", "pending", 1).object)
+    stray = PaymentEvent(
+        "evt_x", "payment_intent.succeeded", 1, refund("re_a", "pending", 1).object
+    )
     with pytest.raises(ValueError, match="does not carry a PaymentIntent"):
         project(TERMS, [stray])

@@ -1,0 +1,169 @@
+"""The `wooshpay-webhooks` command line (also `python -m service`)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import replace
+
+import click
+import structlog
+from aiohttp import web
+
+from service.cli_common import EXIT_FAILED, fail, load_settings, run
+from service.cli_ops import events, orders
+from service.cli_send import send
+from service.http import WEBHOOK_PATH, create_app
+from service.local_redis import RedisUnavailable, ensure_redis
+from service.settings import Settings
+from service.store.engine import create_engine
+from service.store.migrate import current_revision, upgrade
+from workers.main import WorkerProcess
+from workers.metrics_server import start_metrics_server
+
+log = structlog.get_logger("service.cli")
+
+DEFAULT_PORT = 8080
+DEFAULT_WORKER_METRICS_PORT = 9101
+# In-flight requests get this long to finish after SIGTERM before the ingress closes.
+SHUTDOWN_TIMEOUT_S = 30.0
+# Used by `dev` only when no secret is configured; printed so `send` can use it.
+DEV_SECRET = "whsec_dev_local_only"  # noqa: S105 - a public development default
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="wooshpay-webhooks")
+def main() -> None:
+    """Receive WooshPay webhooks and keep the merchant's order store true."""
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 - a container's ingress
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Run the HTTP ingress."""
+    settings = load_settings(require_secrets=True)
+    log.info("ingress.starting", host=host, port=port)
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        print=None,
+    )
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_WORKER_METRICS_PORT,
+    show_default=True,
+    help="Port for /metrics and /healthz; 0 turns it off.",
+)
+def worker(burst: bool, metrics_port: int) -> None:
+    """Run an arq worker process that reconciles events into the order store."""
+    settings = load_settings()
+    run(_worker(settings, burst=burst, metrics_port=metrics_port))
+
+
+async def _worker(settings: Settings, *, burst: bool, metrics_port: int) -> None:
+    process = WorkerProcess(settings, burst=burst)
+    _stop_on_signals(process)
+    metrics_runner = (
+        await start_metrics_server(process.deps.metrics, port=metrics_port)
+        if metrics_port
+        else None
+    )
+    try:
+        await process.run()
+    finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+
+
+def _stop_on_signals(process: WorkerProcess) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, process.stop, signum)
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the order-store schema (safe to run twice)."""
+    settings = load_settings()
+    revision = run(_migrate(settings))
+    click.echo(f"order store schema at revision {revision}")
+
+
+async def _migrate(settings: Settings) -> str | None:
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+        return await current_revision(engine)
+    except OSError as error:
+        fail(f"order store unreachable: {type(error).__name__}")
+    finally:
+        await engine.dispose()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+def dev(host: str, port: int) -> None:
+    """Ingress and worker in one process on embedded defaults (SQLite, a local Redis)."""
+    settings = load_settings()
+    try:
+        redis_url, _started = ensure_redis(settings.redis_url)
+    except RedisUnavailable as error:
+        fail(str(error), code=EXIT_FAILED)
+    secrets = settings.webhook_secrets or (DEV_SECRET,)
+    settings = replace(settings, redis_url=redis_url, webhook_secrets=secrets)
+    run(_dev(settings, host, port))
+
+
+async def _dev(settings: Settings, host: str, port: int) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    process = WorkerProcess(settings)
+    _stop_on_signals(process)
+    _print_dev_instructions(settings, f"http://{host}:{port}{WEBHOOK_PATH}")
+    try:
+        await process.run()
+    finally:
+        await runner.cleanup()
+
+
+def _print_dev_instructions(settings: Settings, url: str) -> None:
+    secret = settings.webhook_secrets[0]
+    click.echo(
+        "\n".join(
+            [
+                f"wooshpay-webhooks dev: ingress on {url}, worker running,"
+                f" order store {_store(settings)}",
+                "Register an order, then send it a signed test event (Ctrl-C stops):",
+                "  wooshpay-webhooks orders add order_1 --amount 2000 --currency EUR",
+                f"  wooshpay-webhooks send payment_intent.succeeded --order-id order_1 "
+                f"--url {url} --secret {secret}",
+                "  wooshpay-webhooks orders show order_1",
+            ]
+        ),
+        err=True,
+    )
+
+
+def _store(settings: Settings) -> str:
+    return settings.database_url.split("://", 1)[0]
+
+
+main.add_command(orders)
+main.add_command(events)
+main.add_command(send)

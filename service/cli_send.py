@@ -1,0 +1,87 @@
+"""`send`: build (or read) a WooshPay event, sign it and POST it (development, smoke tests)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import aiohttp
+import click
+
+from service.cli_common import EXIT_FAILED, EXIT_USAGE, fail, run
+from service.sender import (
+    REFUND_STATUSES,
+    SUPPORTED_TYPES,
+    EventOptions,
+    SendResult,
+    build_event,
+    encode_event,
+    post_event,
+)
+
+
+@click.command()
+@click.argument("event_type", required=False, type=click.Choice(SUPPORTED_TYPES))
+@click.option(
+    "--file",
+    "event_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Sign and send this event body as it is.",
+)
+@click.option("--url", required=True, help="e.g. http://127.0.0.1:8080/webhooks/wooshpay")
+@click.option("--secret", required=True, help="The webhook endpoint secret (whsec_...).")
+@click.option("--order-id", default=None)
+@click.option("--amount", type=click.IntRange(min=0), default=2000, show_default=True)
+@click.option("--currency", default="EUR", show_default=True)
+@click.option("--payment-intent", default=None, help="Defaults to one derived from --order-id.")
+@click.option("--checkout-session", default=None)
+@click.option("--refund-id", default=None)
+@click.option("--refund-status", type=click.Choice(sorted(REFUND_STATUSES)), default="succeeded")
+@click.option("--refund-amount", type=click.IntRange(min=0), default=None)
+def send(
+    event_type: str | None,
+    event_file: Path | None,
+    url: str,
+    secret: str,
+    order_id: str | None,
+    amount: int,
+    currency: str,
+    payment_intent: str | None,
+    checkout_session: str | None,
+    refund_id: str | None,
+    refund_status: str,
+    refund_amount: int | None,
+) -> None:
+    """Build a realistic WooshPay event, sign it and POST it; print the answer."""
+    if (event_type is None) == (event_file is None):
+        raise click.UsageError("give an EVENT_TYPE or --file (not both)")
+    if event_file is not None:
+        body = event_file.read_bytes()
+    else:
+        options = EventOptions(
+            order_id=order_id,
+            amount=amount,
+            currency=currency,
+            payment_intent=payment_intent,
+            checkout_session=checkout_session,
+            refund_id=refund_id,
+            refund_status=refund_status,
+            refund_amount=refund_amount,
+        )
+        try:
+            event = build_event(str(event_type), options, now_ms=int(time.time() * 1000))
+        except ValueError as error:
+            fail(str(error), code=EXIT_USAGE)
+        body = encode_event(event)
+        click.echo(f"sending {event['type']} {event['id']}")
+    result = _post(url, body, secret)
+    click.echo(f"HTTP {result.status} {result.body}")
+    if not 200 <= result.status < 300:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _post(url: str, body: bytes, secret: str) -> SendResult:
+    try:
+        return run(post_event(url, body, secret))
+    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        fail(f"could not reach {url}: {type(error).__name__} {error}")

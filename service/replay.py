@@ -1,0 +1,55 @@
+"""Replaying recorded events: reopen failed ones and enqueue them under fresh job ids."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.queue import enqueue_event, replay_job_id_for
+from service.store.inbox import EventRecord, get_event, list_events, reopen_for_replay
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    events: list[EventRecord]
+    unknown_ids: list[str] = field(default_factory=list)
+
+
+async def plan_replay(
+    engine: AsyncEngine,
+    *,
+    event_ids: Sequence[str] = (),
+    failed: bool = False,
+    event_type: str | None = None,
+) -> ReplayPlan:
+    """Which recorded events a replay would touch (by id, or every `failed` one)."""
+    if failed:
+        return ReplayPlan(await list_events(engine, status="failed", event_type=event_type))
+    found: list[EventRecord] = []
+    unknown: list[str] = []
+    for event_id in dict.fromkeys(event_ids):
+        record = await get_event(engine, event_id)
+        if record is None:
+            unknown.append(event_id)
+        elif event_type is None or record.type == event_type:
+            found.append(record)
+    return ReplayPlan(found, unknown)
+
+
+async def execute_replay(engine: AsyncEngine, redis: ArqRedis, plan: ReplayPlan) -> int:
+    """Reopen the plan's failed events and enqueue every one; return how many were enqueued.
+
+    Fresh job ids, so arq never swallows a replay; an event already applied is enqueued too and
+    its job changes nothing (the inbox row says `processed`).
+    """
+    event_ids = [record.event_id for record in plan.events]
+    await reopen_for_replay(engine, event_ids, now_ms=int(time.time() * 1000))
+    enqueued = 0
+    for event_id in event_ids:
+        if await enqueue_event(redis, event_id, job_id=replay_job_id_for(event_id)):
+            enqueued += 1
+    return enqueued
