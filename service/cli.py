@@ -18,6 +18,7 @@ from service.local_redis import RedisUnavailable, ensure_redis
 from service.settings import Settings
 from service.store.engine import create_engine
 from service.store.migrate import current_revision, upgrade
+from service.supervisor import Supervisor, serve_command
 from workers.main import WorkerProcess
 from workers.metrics_server import start_metrics_server
 
@@ -40,9 +41,19 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 - a container's ingress
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Ingress processes sharing the port (use one per core).",
+)
+@click.option("--reuse-port", is_flag=True, help="Share the port with other processes.")
+def serve(host: str, port: int, workers: int, reuse_port: bool) -> None:
     """Run the HTTP ingress."""
     settings = load_settings(require_secrets=True)
+    if workers > 1:
+        raise SystemExit(Supervisor(serve_command(host, port), workers).run())
     log.info("ingress.starting", host=host, port=port)
     web.run_app(
         create_app(settings),
@@ -51,6 +62,7 @@ def serve(host: str, port: int) -> None:
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         print=None,
+        reuse_port=reuse_port or None,
     )
 
 
@@ -73,7 +85,9 @@ async def _worker(settings: Settings, *, burst: bool, metrics_port: int) -> None
     process = WorkerProcess(settings, burst=burst)
     _stop_on_signals(process)
     metrics_runner = (
-        await start_metrics_server(process.deps.metrics, port=metrics_port)
+        await start_metrics_server(
+            process.deps.metrics, process.seconds_since_heartbeat, port=metrics_port
+        )
         if metrics_port
         else None
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -114,6 +115,18 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+class _HeartbeatWorker(Worker):
+    """arq's Worker, reporting each completed poll cycle: the liveness signal of the process."""
+
+    def __init__(self, *args: Any, on_heartbeat: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_heartbeat = on_heartbeat
+
+    async def heart_beat(self) -> None:
+        await super().heart_beat()
+        self._on_heartbeat()
+
+
 class WorkerProcess:
     """Runs arq workers until told to stop, starting a fresh one whenever Redis is lost.
 
@@ -139,6 +152,15 @@ class WorkerProcess:
         self._stopping = asyncio.Event()
         self._worker: Worker | None = None
         self.jobs_complete = 0
+        self.last_heartbeat = time.monotonic()
+
+    def beat(self) -> None:
+        """Record that the process is making progress (a poll cycle, or a reconnect attempt)."""
+        self.last_heartbeat = time.monotonic()
+        self.deps.metrics.last_heartbeat.set(time.time())
+
+    def seconds_since_heartbeat(self) -> float:
+        return time.monotonic() - self.last_heartbeat
 
     def stop(self, signum: signal.Signals = signal.SIGTERM) -> None:
         """Stop taking jobs; running ones get JOB_COMPLETION_WAIT_S, then return to the queue."""
@@ -154,6 +176,8 @@ class WorkerProcess:
                 if finished and self.burst:
                     break
                 if not self._stopping.is_set():
+                    # Waiting for Redis is the right thing to do, not a hang.
+                    self.beat()
                     await self._pause(REDIS_RETRY_DELAY_S)
         finally:
             if sweeper is not None:
@@ -179,8 +203,12 @@ class WorkerProcess:
         """Run one arq worker to its end; True when it ended normally (burst done or stop)."""
         redis = self._redis_factory()
         options = worker_options(self.settings, queue_name=self.queue_name, burst=self.burst)
-        worker = Worker(
-            **options, redis_pool=redis, handle_signals=False, ctx={DEPS_KEY: self.deps}
+        worker = _HeartbeatWorker(
+            **options,
+            redis_pool=redis,
+            handle_signals=False,
+            ctx={DEPS_KEY: self.deps},
+            on_heartbeat=self.beat,
         )
         self._worker = worker
         try:

@@ -44,7 +44,7 @@ class WorkerMetrics:
         )
         self.last_heartbeat = Gauge(
             "worker_last_heartbeat_timestamp_seconds",
-            "When this worker last completed a poll cycle or sweep (unix time)",
+            "When this worker process last completed a poll cycle (unix time)",
             namespace=NAMESPACE,
             registry=r,
         )

@@ -1,13 +1,24 @@
-"""A small HTTP server in each worker process: /metrics for Prometheus, /healthz for probes."""
+"""A small HTTP server in each worker process: /metrics for Prometheus, /healthz for liveness.
+
+/healthz fails when the worker has not completed a poll cycle for STALE_AFTER_S: a stuck event
+loop or a hung arq loop gets the process restarted, not just a worker that died.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
 
 from aiohttp import web
 
 from service.metrics import CONTENT_TYPE_LATEST
 from workers.metrics import WorkerMetrics
 
+# Poll cycles run every 50 ms, and a reconnect attempt every second; 30 s of silence is a hang.
+STALE_AFTER_S: Final = 30.0
+
 METRICS = web.AppKey("metrics", WorkerMetrics)
+SILENCE: web.AppKey[Callable[[], float]] = web.AppKey("seconds_since_heartbeat")
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -15,18 +26,25 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+async def _healthz(request: web.Request) -> web.Response:
+    silence_s = request.app[SILENCE]()
+    alive = silence_s < STALE_AFTER_S
+    return web.json_response(
+        {"status": "ok" if alive else "stuck", "seconds_since_heartbeat": round(silence_s, 3)},
+        status=200 if alive else 503,
+    )
 
 
 async def start_metrics_server(
     metrics: WorkerMetrics,
+    seconds_since_heartbeat: Callable[[], float],
     *,
     port: int,
-    host: str = "0.0.0.0",  # noqa: S104 - scraped in-cluster
+    host: str = "0.0.0.0",  # noqa: S104 - scraped and probed from inside the cluster
 ) -> web.AppRunner:
     app = web.Application()
     app[METRICS] = metrics
+    app[SILENCE] = seconds_since_heartbeat
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     runner = web.AppRunner(app, access_log=None)

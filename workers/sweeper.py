@@ -54,5 +54,4 @@ async def run_sweeper(
             metrics.swept.inc(await sweep_once(engine, redis))
         except (*INFRASTRUCTURE_ERRORS, RedisError) as error:
             log.warning("sweep.skipped", error=type(error).__name__)
-        metrics.last_heartbeat.set(time.time())
         await asyncio.sleep(interval_s)
