@@ -2,7 +2,7 @@
 
 Status codes (the contract): 200 once the event is durably recorded (`duplicate` for a known
 event id); 400 with a reason for bad signatures and bodies; 413 over the size limit; 405 for other
-methods; 503 when the order store cannot record the event, so WooShPay retries (it retries 18 times
+methods; 503 when the order store cannot record the event, so WooshPay retries (it retries 18 times
 over 72 hours, so a 503 is a delay, never a loss). Never 500 for bad input.
 """
 
@@ -21,21 +21,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.events import InvalidEvent, WebhookEvent, parse_envelope
+from service.inbox_writer import InboxWriter, StoreUnavailable
 from service.metrics import CONTENT_TYPE_LATEST, IngressMetrics, type_label
-from service.queue import QUEUE_ERRORS, create_redis, enqueue_event, queue_depth
+from service.queue import QUEUE_ERRORS, create_redis, queue_depth
 from service.settings import Settings
 from service.signatures import SignatureError, verify
-from service.store.engine import create_engine
-from service.store.inbox import NewEvent, inbox_summary, record_event
+from service.store.engine import create_engine, is_sqlite
+from service.store.inbox import NewEvent, inbox_summary
 
 log = structlog.get_logger("service.http")
 
 WEBHOOK_PATH = "/webhooks/wooshpay"
 SIGNATURE_HEADER = "Wooshpay-Signature"
-# Bounds on the I/O done while WooShPay waits; past them the answer is 503 and WooShPay retries.
-RECORD_TIMEOUT_S = 10.0
-ENQUEUE_TIMEOUT_S = 2.0
 PROBE_TIMEOUT_S = 2.0
+# Concurrent inbox transactions on PostgreSQL (SQLite has a single writer).
+POSTGRES_CONCURRENT_BATCHES = 4
 
 # Errors that mean "the store or the queue is unreachable", as opposed to bugs.
 STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
@@ -49,6 +49,7 @@ class Ingress:
     metrics: IngressMetrics
     engine: AsyncEngine | None = None
     redis: ArqRedis | None = None
+    writer: InboxWriter | None = None
     clock: Callable[[], float] = time.time
 
     def require_engine(self) -> AsyncEngine:
@@ -60,6 +61,11 @@ class Ingress:
         if self.redis is None:
             raise RuntimeError("ingress queue not opened")
         return self.redis
+
+    def require_writer(self) -> InboxWriter:
+        if self.writer is None:
+            raise RuntimeError("ingress inbox writer not started")
+        return self.writer
 
 
 INGRESS = web.AppKey("ingress", Ingress)
@@ -105,8 +111,18 @@ def _resources(
             ingress.engine = create_engine(ingress.settings.database_url)
         if own_redis:
             ingress.redis = create_redis(ingress.settings.redis_url)
+        engine = ingress.require_engine()
+        ingress.writer = InboxWriter(
+            engine,
+            ingress.require_redis(),
+            concurrency=1 if is_sqlite(engine) else POSTGRES_CONCURRENT_BATCHES,
+            clock=ingress.clock,
+            on_deferred=ingress.metrics.enqueue_deferred.inc,
+        )
+        ingress.writer.start()
         yield
         # cleanup_ctx runs after in-flight handlers finished, so nothing is enqueueing now.
+        await ingress.writer.close()
         if own_redis and ingress.redis is not None:
             await ingress.redis.aclose()
         if own_engine and ingress.engine is not None:
@@ -149,8 +165,6 @@ async def _accept(request: web.Request, ingress: Ingress) -> web.Response:
         raise Rejected(400, str(error), "invalid_event") from None
     structlog.contextvars.bind_contextvars(event_id=event.event_id, event_type=event.type)
     is_new = await _record(ingress, event, body)
-    if is_new and event.in_scope:
-        await _enqueue(ingress, event.event_id)
     if is_new:
         ingress.metrics.accepted.labels(type_label(event.type)).inc()
     else:
@@ -177,23 +191,10 @@ async def _record(ingress: Ingress, event: WebhookEvent, body: bytes) -> bool:
     # Events outside the reconciled set are acknowledged and recorded as `ignored`.
     item = NewEvent(event, body, "pending" if event.in_scope else "ignored")
     try:
-        async with asyncio.timeout(RECORD_TIMEOUT_S):
-            return await record_event(
-                ingress.require_engine(), item, now_ms=int(ingress.clock() * 1000)
-            )
-    except STORE_ERRORS as error:
-        log.warning("webhook.store_unavailable", error=type(error).__name__)
+        recorded = await ingress.require_writer().record(item)
+    except StoreUnavailable:
         raise Rejected(503, "order store unavailable", "store_unavailable") from None
-
-
-async def _enqueue(ingress: Ingress, event_id: str) -> None:
-    """Hand the event to the queue; a Redis failure only delays it (the sweeper re-enqueues)."""
-    try:
-        async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
-            await enqueue_event(ingress.require_redis(), event_id)
-    except QUEUE_ERRORS as error:
-        ingress.metrics.enqueue_deferred.inc()
-        log.warning("webhook.enqueue_deferred", error=type(error).__name__)
+    return recorded.is_new
 
 
 def _log_outcome(name: str, status: int, started: float, **fields: object) -> None:

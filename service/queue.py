@@ -8,10 +8,14 @@ so exactly-once is enforced by the order store, not here.
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, Final
 
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job as serialize_arq_job
 from redis.asyncio import BlockingConnectionPool
 from redis.exceptions import RedisError
 
@@ -79,6 +83,44 @@ async def enqueue_event(
         _defer_by=defer_s,
     )
     return job is not None
+
+
+# Enqueue many jobs in one round trip, exactly as arq's enqueue_job would one by one: a job id
+# whose job or result key exists is skipped (arq's in-flight dedup), else its job key is written
+# with arq's expiry and the id is added to the queue. Returns how many jobs were created.
+_ENQUEUE_MANY_LUA: Final = """
+local queue, expires_ms, score = ARGV[1], ARGV[2], ARGV[3]
+local created = 0
+for i = 4, #ARGV, 2 do
+  local job_id = ARGV[i]
+  if redis.call('EXISTS', KEYS[1] .. job_id, KEYS[2] .. job_id) == 0 then
+    redis.call('PSETEX', KEYS[1] .. job_id, expires_ms, ARGV[i + 1])
+    redis.call('ZADD', queue, score, job_id)
+    created = created + 1
+  end
+end
+return created
+"""
+
+
+async def enqueue_events(redis: ArqRedis, event_ids: Sequence[str]) -> int:
+    """Enqueue the reconcile jobs of many events (stable job ids) in one Redis round trip."""
+    if not event_ids:
+        return 0
+    now_ms = int(time.time() * 1000)
+    arguments: list[str | bytes | int] = [
+        redis.default_queue_name,
+        redis.expires_extra_ms,
+        now_ms,
+    ]
+    for event_id in event_ids:
+        payload = serialize_arq_job(
+            RECONCILE_FUNCTION, (event_id,), {}, None, now_ms, serializer=serialize_job
+        )
+        arguments += [job_id_for(event_id), payload]
+    script = redis.register_script(_ENQUEUE_MANY_LUA)
+    created = await script(keys=[job_key_prefix, result_key_prefix], args=arguments)
+    return int(created)
 
 
 async def queue_depth(redis: ArqRedis) -> int:

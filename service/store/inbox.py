@@ -65,8 +65,8 @@ async def record_event(engine: AsyncEngine, item: NewEvent, *, now_ms: int) -> b
     return is_new
 
 
-async def _insert_if_new(connection: AsyncConnection, item: NewEvent, now_ms: int) -> bool:
-    values = {
+def _row(item: NewEvent, now_ms: int) -> dict[str, object]:
+    return {
         "event_id": item.event.event_id,
         "type": item.event.type,
         "created_ms": item.event.created_ms,
@@ -78,6 +78,10 @@ async def _insert_if_new(connection: AsyncConnection, item: NewEvent, now_ms: in
         "updated_ms": now_ms,
         "processed_ms": now_ms if item.status == "ignored" else None,
     }
+
+
+async def _insert_if_new(connection: AsyncConnection, item: NewEvent, now_ms: int) -> bool:
+    values = _row(item, now_ms)
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = (
         dialect.insert(events)
@@ -162,3 +166,24 @@ async def inbox_summary(engine: AsyncEngine) -> tuple[dict[str, int], int | None
 
 def _record(row: Row[*tuple[Any, ...]]) -> EventRecord:
     return EventRecord(**row._mapping)
+
+
+async def record_new_events(
+    engine: AsyncEngine, batch: Sequence[NewEvent], *, now_ms: int
+) -> set[str]:
+    """Insert-or-ignore a batch in one statement and one transaction; the ids that were new.
+
+    The group-commit path of the ingress: concurrent requests share one commit.
+    """
+    if not batch:
+        return set()
+    rows = [_row(item, now_ms) for item in batch]
+    async with engine.begin() as connection:
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        statement = (
+            dialect.insert(events)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[events.c.event_id])
+            .returning(events.c.event_id)
+        )
+        return set((await connection.execute(statement)).scalars())

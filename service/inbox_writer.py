@@ -1,0 +1,158 @@
+"""Group commit for the ingress: concurrent requests share one inbox transaction and one Redis
+round trip, instead of one commit and three Redis round trips each.
+
+Every guarantee of the single-request path holds per event: an event is answered 200 only after
+the transaction holding it committed; if that transaction fails, every request in the batch gets
+StoreUnavailable (503) and WooshPay retries; a Redis failure only defers the enqueue (the inbox
+row is `pending`, and the sweeper enqueues it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.queue import QUEUE_ERRORS, enqueue_events
+from service.store.inbox import NewEvent, record_new_events
+
+log = structlog.get_logger("service.inbox_writer")
+
+MAX_BATCH: Final = 256
+# Bounds on one batch's I/O; past them the batch answers 503 (or defers the enqueue).
+RECORD_TIMEOUT_S: Final = 10.0
+ENQUEUE_TIMEOUT_S: Final = 2.0
+
+
+class StoreUnavailable(Exception):
+    """The batch holding this event could not be committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    is_new: bool
+    enqueued: bool
+
+
+@dataclass
+class _Waiting:
+    item: NewEvent
+    future: asyncio.Future[Recorded]
+
+
+class InboxWriter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        redis: ArqRedis,
+        *,
+        concurrency: int = 1,
+        clock: Callable[[], float] = time.time,
+        on_deferred: Callable[[int], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._redis = redis
+        self._clock = clock
+        self._on_deferred = on_deferred or (lambda _count: None)
+        # SQLite has one writer at a time, so one batch in flight; PostgreSQL takes a few.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._waiting: list[_Waiting] = []
+        self._wakeup = asyncio.Event()
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        """Flush what is waiting, then stop (called after in-flight requests finished)."""
+        while self._waiting or self._flushes:
+            self._wakeup.set()
+            await asyncio.sleep(0.01)  # yield to the running flushes until they drain
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+    async def record(self, item: NewEvent) -> Recorded:
+        """Record one event (shared commit); raise StoreUnavailable when it cannot be recorded."""
+        waiting = _Waiting(item, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        self._wakeup.set()
+        return await waiting.future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._waiting:
+                # Requests arriving while every slot is busy wait here and form the next batch.
+                await self._slots.acquire()
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                task = asyncio.get_running_loop().create_task(self._flush(batch))
+                self._flushes.add(task)
+                task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[_Waiting]) -> None:
+        try:
+            new_ids = await self._commit(batch)
+        except Exception as error:
+            log.warning("inbox.batch_failed", size=len(batch), error=type(error).__name__)
+            for waiting in batch:
+                _settle(waiting, exception=StoreUnavailable())
+            return
+        finally:
+            self._slots.release()
+        enqueued = await self._enqueue(batch, new_ids)
+        for waiting in batch:
+            event_id = waiting.item.event.event_id
+            is_new = event_id in new_ids
+            # The first request of an id in this batch owns the new row; repeats are duplicates.
+            new_ids.discard(event_id)
+            _settle(waiting, Recorded(is_new=is_new, enqueued=enqueued))
+
+    async def _commit(self, batch: list[_Waiting]) -> set[str]:
+        async with asyncio.timeout(RECORD_TIMEOUT_S):
+            return await record_new_events(
+                self._engine, [w.item for w in batch], now_ms=int(self._clock() * 1000)
+            )
+
+    async def _enqueue(self, batch: list[_Waiting], new_ids: set[str]) -> bool:
+        to_enqueue = list(
+            dict.fromkeys(
+                w.item.event.event_id
+                for w in batch
+                if w.item.event.event_id in new_ids and w.item.status == "pending"
+            )
+        )
+        if not to_enqueue:
+            return True
+        try:
+            async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
+                await enqueue_events(self._redis, to_enqueue)
+        except QUEUE_ERRORS as error:
+            log.warning(
+                "webhook.enqueue_deferred", count=len(to_enqueue), error=type(error).__name__
+            )
+            self._on_deferred(len(to_enqueue))
+            return False
+        return True
+
+
+def _settle(
+    waiting: _Waiting, result: Recorded | None = None, *, exception: Exception | None = None
+) -> None:
+    # A request whose client went away may have been cancelled; its future is then done.
+    if waiting.future.done():
+        return
+    if exception is not None:
+        waiting.future.set_exception(exception)
+    else:
+        waiting.future.set_result(result)  # type: ignore[arg-type]
