@@ -65,6 +65,14 @@ async def record_event(engine: AsyncEngine, item: NewEvent, *, now_ms: int) -> b
     return is_new
 
 
+_INSERT_NEW_RETURNING = {
+    name: dialect.insert(events)
+    .on_conflict_do_nothing(index_elements=[events.c.event_id])
+    .returning(events.c.event_id, sort_by_parameter_order=True)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
 def _row(item: NewEvent, now_ms: int) -> dict[str, object]:
     return {
         "event_id": item.event.event_id,
@@ -179,11 +187,9 @@ async def record_new_events(
         return set()
     rows = [_row(item, now_ms) for item in batch]
     async with engine.begin() as connection:
-        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        statement = (
-            dialect.insert(events)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[events.c.event_id])
-            .returning(events.c.event_id)
-        )
-        return set((await connection.execute(statement)).scalars())
+        # One statement object per dialect, executed with a list of parameter sets: SQLAlchemy
+        # caches its compiled form and batches the rows ("insertmanyvalues"), where a
+        # .values(rows) statement would be compiled anew for every batch.
+        statement = _INSERT_NEW_RETURNING[connection.dialect.name]
+        result = await connection.execute(statement, rows)
+        return set(result.scalars())
