@@ -108,7 +108,8 @@ class PaymentEvent:
 def parse_envelope(body: bytes) -> WebhookEvent:
     """Validate a raw request body as an event envelope; raise InvalidEvent with a reason."""
     try:
-        document = json.loads(body)
+        # JSON over HTTP is UTF-8 (RFC 8259); json.loads(bytes) would also guess UTF-16/32.
+        document = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidEvent("body is not valid JSON") from exc
     if not isinstance(document, dict):

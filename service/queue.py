@@ -54,12 +54,15 @@ def create_redis(
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
     )
-    return ArqRedis(
+    redis = ArqRedis(
         pool_or_conn=pool,
         job_serializer=serialize_job,
         job_deserializer=deserialize_job,
         default_queue_name=queue_name,
     )
+    # The pool is ours: aclose() must disconnect it (redis-py leaves a passed-in pool open).
+    redis.auto_close_connection_pool = True
+    return redis
 
 
 def job_id_for(event_id: str) -> str:
