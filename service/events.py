@@ -172,7 +172,7 @@ def _checkout_session(obj: Mapping[str, Any]) -> CheckoutSession:
 
 def _refund(obj: Mapping[str, Any]) -> Refund:
     status = obj.get("status")
-    if status not in REFUND_STATUSES:
+    if not isinstance(status, str) or status not in REFUND_STATUSES:
         raise InvalidObject("refund 'status' is not a known refund status")
     payment_intent = _optional_string(obj, "payment_intent")
     if payment_intent is None:

@@ -7,6 +7,7 @@ one-line error naming the variable (SettingsError).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ def _number(
         value = parse(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, got {raw!r}")
     if not value >= minimum:  # type: ignore[operator]
         raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
     return value

@@ -14,6 +14,10 @@ class ReconcileError(Exception):
 class TransientError(ReconcileError):
     """Worth another try later: the world may change (the order may be committed soon)."""
 
+    def __init__(self, detail: str) -> None:
+        # `last_error` starts with the reason code, so operators can grep and filter on it.
+        super().__init__(f"{self.reason}: {detail}")
+
 
 class OrderNotFound(TransientError):
     # The merchant may not have committed the order yet when WooshPay's event arrives.

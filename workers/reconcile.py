@@ -53,6 +53,11 @@ async def reconcile_event(ctx: dict[str, Any], event_id: str) -> str:
         return await _park(deps, event_id, error, started)
     except (TransientError, *INFRASTRUCTURE_ERRORS) as error:
         return await _retry_or_park(deps, event_id, error, attempt, started)
+    except Exception as error:
+        # Unexpected: log the traceback, then treat it like a transient failure, so the event
+        # is retried and finally parked as `failed` (visible, replayable once fixed).
+        log.exception("reconcile.error", error=type(error).__name__)
+        return await _retry_or_park(deps, event_id, error, attempt, started)
     _finish(deps, result.outcome, started, result)
     if result.received_ms is not None:
         deps.metrics.processing_latency.observe(max(_now_ms() - result.received_ms, 0) / 1000)
