@@ -169,7 +169,8 @@ class WorkerProcess:
             self._worker.handle_sig_wait_for_completion(signum)
 
     async def run(self) -> None:
-        sweeper = self._start_sweeper()
+        sweeper_redis = None if self.burst else self._redis_factory()
+        sweeper = self._start_sweeper(sweeper_redis)
         try:
             while not self._stopping.is_set():
                 finished = await self._run_one_worker()
@@ -184,12 +185,14 @@ class WorkerProcess:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
+            if sweeper_redis is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await sweeper_redis.aclose()
             await self.deps.engine.dispose()
 
-    def _start_sweeper(self) -> asyncio.Task[None] | None:
-        if self.burst:
+    def _start_sweeper(self, redis: ArqRedis | None) -> asyncio.Task[None] | None:
+        if redis is None:
             return None
-        redis = self._redis_factory()
         return asyncio.create_task(
             run_sweeper(
                 self.deps.engine,
