@@ -24,6 +24,7 @@ class IngressMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self._accepted: dict[str, Counter] = {}
         self.received = Counter(
             "webhooks_received", "Webhook requests received", namespace=NAMESPACE, registry=r
         )
@@ -76,6 +77,15 @@ class IngressMetrics:
             namespace=NAMESPACE,
             registry=r,
         )
+
+    def count_accepted(self, event_type: str) -> None:
+        """`accepted.labels(...).inc()`, with the labelled child looked up once per type: it is
+        on every request's path, and `labels()` validates and locks on each call."""
+        label = type_label(event_type)
+        child = self._accepted.get(label)
+        if child is None:
+            child = self._accepted[label] = self.accepted.labels(label)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,12 +15,12 @@ from typing import Any, Final
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job as serialize_arq_job
 from redis.asyncio import BlockingConnectionPool
 from redis.exceptions import RedisError
 
 RECONCILE_FUNCTION: Final = "reconcile_event"
 DEFAULT_QUEUE_NAME: Final = "wooshpay:queue"
+JOB_ID_PREFIX: Final = "evt:"
 # Redis calls at the ingress must fail fast: a slow Redis must not delay the 2xx, the event is
 # already durable in the inbox and the sweeper will enqueue it.
 CONNECT_TIMEOUT_S: Final = 1.0
@@ -67,7 +67,7 @@ def create_redis(
 
 def job_id_for(event_id: str) -> str:
     """The stable job id of an event's first delivery: arq refuses it while one is in flight."""
-    return f"evt:{event_id}"
+    return f"{JOB_ID_PREFIX}{event_id}"
 
 
 def replay_job_id_for(event_id: str) -> str:
@@ -91,14 +91,18 @@ async def enqueue_event(
 # Enqueue many jobs in one round trip, exactly as arq's enqueue_job would one by one: a job id
 # whose job or result key exists is skipped (arq's in-flight dedup), else its job key is written
 # with arq's expiry and the id is added to the queue. Returns how many jobs were created.
+# The script writes each job's payload itself, the JSON `serialize_job` makes of arq's job
+# fields for this call, so the ingress sends Redis only the event ids.
 _ENQUEUE_MANY_LUA: Final = """
-local queue, expires_ms, score = ARGV[1], ARGV[2], ARGV[3]
+local queue, expires_ms, enqueued_ms, func, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local head = '{"t":null,"f":' .. cjson.encode(func) .. ',"a":['
+local tail = '],"k":{},"et":' .. enqueued_ms .. '}'
 local created = 0
-for i = 4, #ARGV, 2 do
-  local job_id = ARGV[i]
+for i = 6, #ARGV do
+  local job_id = prefix .. ARGV[i]
   if redis.call('EXISTS', KEYS[1] .. job_id, KEYS[2] .. job_id) == 0 then
-    redis.call('PSETEX', KEYS[1] .. job_id, expires_ms, ARGV[i + 1])
-    redis.call('ZADD', queue, score, job_id)
+    redis.call('PSETEX', KEYS[1] .. job_id, expires_ms, head .. cjson.encode(ARGV[i]) .. tail)
+    redis.call('ZADD', queue, enqueued_ms, job_id)
     created = created + 1
   end
 end
@@ -111,16 +115,14 @@ async def enqueue_events(redis: ArqRedis, event_ids: Sequence[str]) -> int:
     if not event_ids:
         return 0
     now_ms = int(time.time() * 1000)
-    arguments: list[str | bytes | int] = [
+    arguments: list[str | int] = [
         redis.default_queue_name,
         redis.expires_extra_ms,
         now_ms,
+        RECONCILE_FUNCTION,
+        JOB_ID_PREFIX,
+        *event_ids,
     ]
-    for event_id in event_ids:
-        payload = serialize_arq_job(
-            RECONCILE_FUNCTION, (event_id,), {}, None, now_ms, serializer=serialize_job
-        )
-        arguments += [job_id_for(event_id), payload]
     script = redis.register_script(_ENQUEUE_MANY_LUA)
     created = await script(keys=[job_key_prefix, result_key_prefix], args=arguments)
     return int(created)

@@ -8,14 +8,17 @@ A crash at any point leaves either nothing or everything; a second run of the sa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from sqlalchemy import Row, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.domain.orders import project
+from service.domain.refunds import RefundState
 from service.events import (
+    REFUND_TYPES,
     CheckoutSession,
     InvalidEvent,
     InvalidObject,
@@ -26,6 +29,8 @@ from service.events import (
     parse_payment_event,
 )
 from service.store import orders as order_store
+from service.store.engine import DriverTransaction, Query, driver_transaction
+from service.store.orders import OrderView
 from service.store.schema import events
 from workers.errors import OrderNotFound, PermanentError
 
@@ -45,36 +50,65 @@ class ApplyResult:
     received_ms: int | None = None
 
 
+# Run on the driver connection (service.store.engine.driver_transaction): the reconciler's CPU
+# per event was mostly SQLAlchemy's per-statement work.
+# Two jobs for the same event (a redelivery, a replay, a rerun after a crash) serialise on this
+# row lock; the second sees `processed`.
+_LOCK_EVENT = Query(
+    select(events.c.status, events.c.type, events.c.body, events.c.received_ms)
+    .where(events.c.event_id == bindparam("key"))
+    .with_for_update()
+)
+_MARK = Query(
+    update(events)
+    .where(events.c.event_id == bindparam("key"))
+    .values(
+        status=bindparam("new_status"),
+        order_id=bindparam("new_order_id"),
+        attempts=events.c.attempts + 1,
+        updated_ms=bindparam("now_ms"),
+        processed_ms=bindparam("now_ms"),
+    )
+)
+# The bodies of the order's other applied events; this one is already parsed.
+_OTHER_APPLIED_BODIES = Query(
+    select(events.c.body).where(
+        events.c.order_id == bindparam("order_key"),
+        events.c.status == "processed",
+        events.c.event_id != bindparam("key"),
+    )
+)
+
+
 async def apply_event(engine: AsyncEngine, event_id: str, *, now_ms: int) -> ApplyResult:
-    async with engine.begin() as connection:
-        row = await _lock_event(connection, event_id)
+    async with driver_transaction(engine) as transaction:
+        row = await transaction.fetchone(_LOCK_EVENT, key=event_id)
         if row is None:
             return ApplyResult(MISSING)
-        if row.status != "pending":
-            return ApplyResult(DUPLICATE, row.type)
-        event = _parse(bytes(row.body))
+        if row["status"] != "pending":
+            return ApplyResult(DUPLICATE, row["type"])
+        event = _parse(bytes(row["body"]))
         if event is None:
-            await _mark(connection, event_id, "ignored", None, now_ms)
-            return ApplyResult(IGNORED, row.type)
-        result = await _apply_payment_event(connection, event, now_ms)
-    return replace(result, received_ms=row.received_ms)
+            await _mark(transaction, event_id, "ignored", None, now_ms)
+            return ApplyResult(IGNORED, row["type"])
+        result = await _apply_payment_event(transaction, event, now_ms)
+    return replace(result, received_ms=row["received_ms"])
 
 
 async def _apply_payment_event(
-    connection: AsyncConnection, event: PaymentEvent, now_ms: int
+    transaction: DriverTransaction, event: PaymentEvent, now_ms: int
 ) -> ApplyResult:
-    order_id = await _find_order(connection, event)
-    if order_id is None:
-        raise OrderNotFound(f"no order for {_describe_object(event)}")
-    order = await order_store.lock_order(connection, order_id)
-    if order is None:  # linked, but the order row vanished: treat as not there yet
-        raise OrderNotFound(f"order {order_id} not registered")
-    await _record_links(connection, order_id, event)
-    await _mark(connection, event.event_id, "processed", order_id, now_ms)
-    state = project(order.terms, await _order_events(connection, order_id))
+    row = await _lock_order(transaction, event)
+    order_id = str(row["order_id"])
+    # Read once the order is locked: no other event of this order can be applied meanwhile.
+    others = await _other_applied(transaction, order_id, event)
+    order = order_store.order_view(row, await _stored_refunds(transaction, order_id, others))
+    await _record_links(transaction, order, event)
+    await _mark(transaction, event.event_id, "processed", order_id, now_ms)
+    state = project(order.terms, [*others, event])
     outcome = STALE if state == order.state else APPLIED
     if outcome == APPLIED:
-        await order_store.save_state(connection, order_id, state, now_ms=now_ms)
+        await order_store.save_state(transaction, order, state, now_ms=now_ms)
     return ApplyResult(outcome, event.type, order_id, state.status)
 
 
@@ -89,39 +123,42 @@ def _parse(body: bytes) -> PaymentEvent | None:
         raise PermanentError("invalid_object", str(error)) from None
 
 
-async def _lock_event(connection: AsyncConnection, event_id: str) -> Row[Any, Any, Any, Any] | None:
-    query = select(events.c.status, events.c.type, events.c.body, events.c.received_ms).where(
-        events.c.event_id == event_id
-    )
-    if connection.dialect.name == "postgresql":
-        # Two jobs for the same event (a redelivery, a replay, a rerun after a crash) serialise
-        # here; the second sees `processed`.
-        query = query.with_for_update()
-    return (await connection.execute(query)).first()
-
-
 async def _mark(
-    connection: AsyncConnection, event_id: str, status: str, order_id: str | None, now_ms: int
+    transaction: DriverTransaction,
+    event_id: str,
+    status: str,
+    order_id: str | None,
+    now_ms: int,
 ) -> None:
-    await connection.execute(
-        update(events)
-        .where(events.c.event_id == event_id)
-        .values(
-            status=status,
-            order_id=order_id,
-            attempts=events.c.attempts + 1,
-            updated_ms=now_ms,
-            processed_ms=now_ms,
-        )
+    await transaction.execute(
+        _MARK, key=event_id, new_status=status, new_order_id=order_id, now_ms=now_ms
     )
 
 
-async def _find_order(connection: AsyncConnection, event: PaymentEvent) -> str | None:
-    """Find the order as the contract says: named order ids first, then recorded links."""
+async def _lock_order(transaction: DriverTransaction, event: PaymentEvent) -> Mapping[str, Any]:
+    """Find the order as the contract says (named order ids first, then recorded links) and
+    lock its row; OrderNotFound when there is none yet."""
     named, linked = _order_keys(event)
-    return await order_store.existing_order_id(
-        connection, named
-    ) or await order_store.linked_order_id(connection, linked)
+    row = await order_store.lock_first_order(transaction, named)
+    if row is not None:
+        return row
+    order_id = await order_store.linked_order_id(transaction, linked)
+    if order_id is None:
+        raise OrderNotFound(f"no order for {_describe_object(event)}")
+    row = await order_store.lock_order(transaction, order_id)
+    if row is None:  # linked, but the order row vanished: treat as not there yet
+        raise OrderNotFound(f"order {order_id} not registered")
+    return row
+
+
+async def _stored_refunds(
+    transaction: DriverTransaction, order_id: str, others: list[PaymentEvent]
+) -> list[RefundState]:
+    """The order's stored refunds. They are part of the projection of its applied events, and
+    only refund events make refunds: without one among them there are none to read."""
+    if not any(other.type in REFUND_TYPES for other in others):
+        return []
+    return await order_store.order_refunds(transaction, order_id)
 
 
 def _order_keys(event: PaymentEvent) -> tuple[list[str], list[str]]:
@@ -135,29 +172,33 @@ def _order_keys(event: PaymentEvent) -> tuple[list[str], list[str]]:
     return [], [obj.payment_intent]
 
 
-async def _record_links(connection: AsyncConnection, order_id: str, event: PaymentEvent) -> None:
+async def _record_links(
+    transaction: DriverTransaction, order: OrderView, event: PaymentEvent
+) -> None:
     obj = event.object
+    links: list[tuple[str, str | None]] = []
     if isinstance(obj, PaymentIntent):
-        await order_store.link(connection, order_id, order_store.LINK_PAYMENT_INTENT, obj.id)
+        links = [(order_store.LINK_PAYMENT_INTENT, obj.id)]
     elif isinstance(obj, CheckoutSession):
-        await order_store.link(connection, order_id, order_store.LINK_CHECKOUT_SESSION, obj.id)
-        if obj.payment_intent is not None:
-            await order_store.link(
-                connection, order_id, order_store.LINK_PAYMENT_INTENT, obj.payment_intent
-            )
+        links = [
+            (order_store.LINK_CHECKOUT_SESSION, obj.id),
+            (order_store.LINK_PAYMENT_INTENT, obj.payment_intent),
+        ]
+    # An id the order's state already carries was linked when it got there (at registration,
+    # or by the event that brought it, right here), so linking it again would change nothing.
+    known = {order.state.payment_intent_id, order.state.checkout_session_id}
+    for kind, external_id in links:
+        if external_id is not None and external_id not in known:
+            await order_store.link(transaction, order.terms.order_id, kind, external_id)
 
 
-async def _order_events(connection: AsyncConnection, order_id: str) -> list[PaymentEvent]:
-    """Every event applied to the order (this one included): the set the projection folds."""
-    bodies = (
-        await connection.execute(
-            select(events.c.body).where(
-                events.c.order_id == order_id, events.c.status == "processed"
-            )
-        )
-    ).scalars()
-    parsed = [_parse(bytes(body)) for body in bodies]
-    return [event for event in parsed if event is not None]
+async def _other_applied(
+    transaction: DriverTransaction, order_id: str, event: PaymentEvent
+) -> list[PaymentEvent]:
+    """The order's other applied events: with this one, the set the projection folds."""
+    rows = await transaction.fetch(_OTHER_APPLIED_BODIES, order_key=order_id, key=event.event_id)
+    parsed = [_parse(bytes(row["body"])) for row in rows]
+    return [other for other in parsed if other is not None]
 
 
 def _describe_object(event: PaymentEvent) -> str:

@@ -16,7 +16,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.queue import enqueue_event
+from service.queue import enqueue_events
 from service.store.inbox import pending_event_ids
 from workers.errors import INFRASTRUCTURE_ERRORS
 from workers.metrics import WorkerMetrics
@@ -33,15 +33,18 @@ async def sweep_once(
 ) -> int:
     """Enqueue every pending event older than `min_age_s`; return how many jobs were created."""
     received_before_ms = int(((now if now is not None else time.time()) - min_age_s) * 1000)
-    event_ids = await pending_event_ids(
-        engine, received_before_ms=received_before_ms, limit=BATCH_LIMIT
-    )
-    enqueued = 0
-    for event_id in event_ids:
-        if await enqueue_event(redis, event_id):
-            enqueued += 1
+    enqueued = seen = 0
+    after: tuple[int, str] | None = None
+    # Page through every pending event: the oldest ones may all still hold a job (waiting out a
+    # retry backoff), and newer ones whose job was lost must not wait behind them.
+    while page := await pending_event_ids(
+        engine, received_before_ms=received_before_ms, limit=BATCH_LIMIT, after=after
+    ):
+        enqueued += await enqueue_events(redis, [event_id for _, event_id in page])
+        seen += len(page)
+        after = page[-1]
     if enqueued:
-        log.info("sweep.enqueued", count=enqueued, pending_seen=len(event_ids))
+        log.info("sweep.enqueued", count=enqueued, pending_seen=seen)
     return enqueued
 
 

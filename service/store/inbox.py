@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.events import WebhookEvent
+from service.store.engine import driver_connection, driver_transaction
 from service.store.schema import events
 
 
@@ -65,12 +67,41 @@ async def record_event(engine: AsyncEngine, item: NewEvent, *, now_ms: int) -> b
     return is_new
 
 
-_INSERT_NEW_RETURNING = {
-    name: dialect.insert(events)
-    .on_conflict_do_nothing(index_elements=[events.c.event_id])
-    .returning(events.c.event_id, sort_by_parameter_order=True)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+# The columns `_row` fills, in the order the batch statements below list them.
+_INSERT_COLUMNS = (
+    "event_id",
+    "type",
+    "created_ms",
+    "livemode",
+    "body",
+    "status",
+    "attempts",
+    "received_ms",
+    "updated_ms",
+    "processed_ms",
+)
+
+# PostgreSQL: one statement whatever the batch size, so asyncpg prepares it once per connection;
+# columns travel as arrays. Mirrors `_row`: `ignored` events are processed on arrival.
+_POSTGRES_INSERT_NEW = """
+INSERT INTO events (event_id, type, created_ms, livemode, body, status, attempts,
+                    received_ms, updated_ms, processed_ms)
+SELECT new.event_id, new.type, new.created_ms, new.livemode, new.body, new.status, 0,
+       $7, $7, CASE WHEN new.status = 'ignored' THEN $7::bigint END
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::boolean[], $5::bytea[], $6::text[])
+     AS new(event_id, type, created_ms, livemode, body, status)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert_new(rows: int) -> str:
+    """SQLite: one multi-row INSERT per batch size (the driver caches each prepared form)."""
+    placeholders = "(" + ", ".join("?" * len(_INSERT_COLUMNS)) + ")"
+    columns, values = ", ".join(_INSERT_COLUMNS), ", ".join([placeholders] * rows)
+    insert = f"INSERT INTO events ({columns}) VALUES {values}"  # noqa: S608 - no data, only "?"
+    return f"{insert} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 
 
 def _row(item: NewEvent, now_ms: int) -> dict[str, object]:
@@ -128,17 +159,25 @@ async def list_events(
 
 
 async def pending_event_ids(
-    engine: AsyncEngine, *, received_before_ms: int, limit: int
-) -> list[str]:
-    """Oldest `pending` events received before a moment: the sweeper's candidates."""
+    engine: AsyncEngine,
+    *,
+    received_before_ms: int,
+    limit: int,
+    after: tuple[int, str] | None = None,
+) -> list[tuple[int, str]]:
+    """One page of `pending` events received before a moment, oldest first, as
+    (received_ms, event_id) keys; pass the last key as `after` for the next page."""
     query = (
-        select(events.c.event_id)
+        select(events.c.received_ms, events.c.event_id)
         .where(events.c.status == "pending", events.c.received_ms < received_before_ms)
-        .order_by(events.c.received_ms)
+        .order_by(events.c.received_ms, events.c.event_id)
         .limit(limit)
     )
+    if after is not None:
+        query = query.where(tuple_(events.c.received_ms, events.c.event_id) > tuple_(*after))
     async with engine.connect() as connection:
-        return list((await connection.execute(query)).scalars())
+        rows = (await connection.execute(query)).all()
+    return [(int(received_ms), str(event_id)) for received_ms, event_id in rows]
 
 
 async def reopen_for_replay(engine: AsyncEngine, event_ids: Sequence[str], *, now_ms: int) -> None:
@@ -181,15 +220,46 @@ async def record_new_events(
 ) -> set[str]:
     """Insert-or-ignore a batch in one statement and one transaction; the ids that were new.
 
-    The group-commit path of the ingress: concurrent requests share one commit.
+    The group-commit path of the ingress: concurrent requests share one commit. It talks to the
+    driver directly (see service.store.engine.driver_connection).
+    Rows go in event-id order, so two batches holding the same new ids (two ingress processes,
+    or two batches of one) lock them in the same order and cannot deadlock.
     """
     if not batch:
         return set()
-    rows = [_row(item, now_ms) for item in batch]
-    async with engine.begin() as connection:
-        # One statement object per dialect, executed with a list of parameter sets: SQLAlchemy
-        # caches its compiled form and batches the rows ("insertmanyvalues"), where a
-        # .values(rows) statement would be compiled anew for every batch.
-        statement = _INSERT_NEW_RETURNING[connection.dialect.name]
-        result = await connection.execute(statement, rows)
-        return set(result.scalars())
+    ordered = sorted(batch, key=lambda item: item.event.event_id)
+    if engine.dialect.name == "postgresql":
+        return await _record_new_postgres(engine, ordered, now_ms)
+    return await _record_new_sqlite(engine, ordered, now_ms)
+
+
+async def _record_new_postgres(
+    engine: AsyncEngine, batch: Sequence[NewEvent], now_ms: int
+) -> set[str]:
+    """One round trip: a single statement outside an explicit transaction is its own
+    transaction, committed before PostgreSQL answers (BEGIN and COMMIT would be two more)."""
+    columns = (
+        [item.event.event_id for item in batch],
+        [item.event.type for item in batch],
+        [item.event.created_ms for item in batch],
+        [item.event.livemode for item in batch],
+        [item.body for item in batch],
+        [item.status for item in batch],
+    )
+    async with driver_connection(engine) as driver:
+        rows = await driver.fetch(_POSTGRES_INSERT_NEW, *columns, now_ms)
+    return {str(row["event_id"]) for row in rows}
+
+
+async def _record_new_sqlite(
+    engine: AsyncEngine, batch: Sequence[NewEvent], now_ms: int
+) -> set[str]:
+    """Three hops to aiosqlite's thread (BEGIN IMMEDIATE, the INSERT, COMMIT), where
+    SQLAlchemy's cursor handling made nine."""
+    values: list[object] = []
+    for item in batch:
+        row = _row(item, now_ms)
+        values.extend(row[column] for column in _INSERT_COLUMNS)
+    async with driver_transaction(engine) as transaction:
+        rows = await transaction.fetch_sql(_sqlite_insert_new(len(batch)), values)
+    return {str(row[0]) for row in rows}

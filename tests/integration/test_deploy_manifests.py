@@ -655,7 +655,7 @@ def _rejection_codes() -> set[str]:
         signatures.SIGNATURE_MISMATCH,
         signatures.TIMESTAMP_OUTSIDE_TOLERANCE,
     }
-    return codes | set(re.findall(r'Rejected\(\s*\d+,[^)]*?"(\w+)"\s*\)', http_source))
+    return codes | set(re.findall(r'Rejected\(\s*\d+,\s*"[^"]*",\s*"(\w+)"', http_source))
 
 
 def _check_label_value(label: str, value: str, operator: str) -> None:

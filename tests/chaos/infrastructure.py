@@ -1,0 +1,24 @@
+"""What the chaos tests need on the machine: PostgreSQL and the redis-server program.
+
+Without them the tests are skipped, except under CI=true, where they fail: CI has both.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from service.local_redis import find_redis_server
+from tests.support import databases
+
+
+async def require_infrastructure() -> None:
+    missing = []
+    if not await databases.postgres_reachable(databases.postgres_admin_url()):
+        missing.append(f"PostgreSQL at {databases.postgres_admin_url()} (TEST_POSTGRES_URL)")
+    if find_redis_server(allow_install=False) is None:
+        missing.append("the redis-server program")
+    if missing:
+        message = f"chaos tests need {' and '.join(missing)}"
+        if databases.ci_requires_postgres():
+            pytest.fail(f"CI=true: {message}")
+        pytest.skip(message)

@@ -1,0 +1,1 @@
+"""Adversarial tests of the ingress: fuzzed and mutated deliveries, abusive HTTP clients."""
