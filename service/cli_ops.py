@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
@@ -63,9 +63,8 @@ def orders_add(
 ) -> None:
     """Register an order (amount in minor units)."""
     terms = OrderTerms(order_id, amount, currency, payment_intent, checkout_session)
-    engine = create_engine(load_settings().database_url)
     try:
-        view = run(_closing(engine, add_order(engine, terms, now_ms=int(time.time() * 1000))))
+        view = _in_store(lambda engine: add_order(engine, terms, now_ms=int(time.time() * 1000)))
     except OrderExists:
         fail(f"order {order_id} (or one of its payment links) is already registered")
     if as_json:
@@ -79,8 +78,7 @@ def orders_add(
 @click.option("--json", "as_json", is_flag=True)
 def orders_show(order_id: str, as_json: bool) -> None:
     """Show one order."""
-    engine = create_engine(load_settings().database_url)
-    view = run(_closing(engine, get_order(engine, order_id)))
+    view = _in_store(lambda engine: get_order(engine, order_id))
     if view is None:
         fail(f"unknown order {order_id}")
     if as_json:
@@ -95,8 +93,7 @@ def orders_show(order_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def orders_list(status: str | None, needs_review: bool, as_json: bool) -> None:
     """List orders."""
-    engine = create_engine(load_settings().database_url)
-    views = run(_closing(engine, list_orders(engine, status=status, needs_review=needs_review)))
+    views = _in_store(lambda engine: list_orders(engine, status=status, needs_review=needs_review))
     if as_json:
         print_json([render.order_json(view) for view in views])
     else:
@@ -115,8 +112,7 @@ def events() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def events_list(status: str | None, event_type: str | None, as_json: bool) -> None:
     """List recorded events."""
-    engine = create_engine(load_settings().database_url)
-    records = run(_closing(engine, list_events(engine, status=status, event_type=event_type)))
+    records = _in_store(lambda engine: list_events(engine, status=status, event_type=event_type))
     if as_json:
         print_json([render.event_json(record) for record in records])
     else:
@@ -129,8 +125,7 @@ def events_list(status: str | None, event_type: str | None, as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True)
 def events_show(event_id: str, as_json: bool) -> None:
     """Show one event: type, status, attempts, last error, linked order."""
-    engine = create_engine(load_settings().database_url)
-    record = run(_closing(engine, get_event(engine, event_id)))
+    record = _in_store(lambda engine: get_event(engine, event_id))
     if record is None:
         fail(f"unknown event {event_id}")
     if as_json:
@@ -151,10 +146,9 @@ def events_replay(
     if bool(event_ids) == failed:
         raise click.UsageError("give event ids or --failed (not both)")
     settings = load_settings()
-    engine = create_engine(settings.database_url)
-    plan = run(
-        _closing(
-            engine, plan_replay(engine, event_ids=event_ids, failed=failed, event_type=event_type)
+    plan = _in_store(
+        lambda engine: plan_replay(
+            engine, event_ids=event_ids, failed=failed, event_type=event_type
         )
     )
     for unknown in plan.unknown_ids:
@@ -170,7 +164,12 @@ def events_replay(
 
 
 async def _replay(settings: Settings, plan: ReplayPlan) -> int:
-    engine = create_engine(settings.database_url)
+    return await _closing(
+        create_engine(settings.database_url), lambda e: _enqueue(settings, e, plan)
+    )
+
+
+async def _enqueue(settings: Settings, engine: AsyncEngine, plan: ReplayPlan) -> int:
     redis = create_redis(settings.redis_url)
     try:
         return await execute_replay(engine, redis, plan)
@@ -181,12 +180,15 @@ async def _replay(settings: Settings, plan: ReplayPlan) -> int:
         )
     finally:
         await redis.aclose()
-        await engine.dispose()
 
 
-async def _closing(engine: AsyncEngine, work: Awaitable[T]) -> T:
-    """Await work on a short-lived engine, then release its connections."""
+def _in_store(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run one piece of work on a short-lived engine for the configured store, then release it."""
+    return run(_closing(create_engine(load_settings().database_url), work))
+
+
+async def _closing(engine: AsyncEngine, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     try:
-        return await work
+        return await work(engine)
     finally:
         await engine.dispose()

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
@@ -243,10 +243,3 @@ async def _close_quietly(worker: Worker) -> None:
     # the real reason the worker ended.
     with contextlib.suppress(RedisError, OSError, asyncio.CancelledError):
         await worker.close()
-
-
-async def run_until_signalled(process: WorkerProcess, serve: Callable[[], Awaitable[None]]) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, process.stop, signum)
-    await serve()

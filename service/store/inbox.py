@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, func, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.events import WebhookEvent
 from service.store.engine import driver_connection, driver_transaction
@@ -54,12 +53,18 @@ _RECORD_COLUMNS = (
 async def record_events(
     engine: AsyncEngine, batch: Sequence[NewEvent], *, now_ms: int
 ) -> list[bool]:
-    """Insert-or-ignore each event in one transaction; True where the event id was new.
+    """Insert-or-ignore a batch in one transaction; True where the event id was new (for an id
+    given twice, its first occurrence). The same statement as the ingress's group commit.
 
     Idempotency lives here, on the primary key: a redelivered event id changes nothing.
     """
-    async with engine.begin() as connection:
-        return [await _insert_if_new(connection, item, now_ms) for item in batch]
+    new_ids = await record_new_events(engine, batch, now_ms=now_ms)
+    flags = []
+    for item in batch:
+        event_id = item.event.event_id
+        flags.append(event_id in new_ids)
+        new_ids.discard(event_id)
+    return flags
 
 
 async def record_event(engine: AsyncEngine, item: NewEvent, *, now_ms: int) -> bool:
@@ -117,18 +122,6 @@ def _row(item: NewEvent, now_ms: int) -> dict[str, object]:
         "updated_ms": now_ms,
         "processed_ms": now_ms if item.status == "ignored" else None,
     }
-
-
-async def _insert_if_new(connection: AsyncConnection, item: NewEvent, now_ms: int) -> bool:
-    values = _row(item, now_ms)
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(events)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=[events.c.event_id])
-    )
-    result = await connection.execute(statement)
-    return result.rowcount == 1
 
 
 async def get_event(engine: AsyncEngine, event_id: str) -> EventRecord | None:
