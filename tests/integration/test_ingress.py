@@ -35,7 +35,6 @@ from tests.support.webhooks import (
     WEBHOOK_PATH,
     Client,
     Delivery,
-    arq_pool,
     delivery,
     event_dict,
     get_json,
@@ -50,21 +49,6 @@ from tests.support.webhooks import (
 )
 
 DAY_S = 24 * 60 * 60
-
-
-@pytest_asyncio.fixture
-async def redis(redis_url: str, queue_name: str) -> AsyncIterator[ArqRedis]:
-    """conftest's `redis` (the test's own arq queue), also closing its connection pool."""
-    async with arq_pool(redis_url, queue_name) as pool:
-        yield pool
-
-
-@pytest_asyncio.fixture
-async def client(settings: Settings, engine: AsyncEngine, redis: ArqRedis) -> AsyncIterator[Client]:
-    """The ingress on the test's order store and the test's arq queue."""
-    client = await open_client(create_app(settings, engine=engine, redis=redis))
-    yield client
-    await client.close()
 
 
 def assert_accepted(status: int, answer: Any, event_id: str, *, duplicate: bool) -> None:

@@ -8,11 +8,10 @@ Logs are captured with `structlog.testing.capture_logs`, with `merge_contextvars
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import structlog
 from arq.connections import ArqRedis
 from sqlalchemy import text
@@ -29,7 +28,6 @@ from tests.support.webhooks import (
     WEBHOOK_PATH,
     Client,
     Delivery,
-    arq_pool,
     delivery,
     event_dict,
     metric_value,
@@ -42,21 +40,6 @@ from tests.support.webhooks import (
 
 WRONG_SECRET = "whsec_not_the_endpoint_secret"
 BAD_JSON = b'{"id": "evt_not_json", "type": "payment_intent.succeeded", "created": '
-
-
-@pytest_asyncio.fixture
-async def redis(redis_url: str, queue_name: str) -> AsyncIterator[ArqRedis]:
-    """conftest's `redis` (the test's own arq queue), also closing its connection pool."""
-    async with arq_pool(redis_url, queue_name) as pool:
-        yield pool
-
-
-@pytest_asyncio.fixture
-async def client(settings: Settings, engine: AsyncEngine, redis: ArqRedis) -> AsyncIterator[Client]:
-    """The ingress on the test's order store and the test's arq queue, with fresh metrics."""
-    client = await open_client(create_app(settings, engine=engine, redis=redis))
-    yield client
-    await client.close()
 
 
 @pytest.fixture
