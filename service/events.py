@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
+import orjson
+
 from service.timestamps import to_milliseconds
 
 MAX_ID_LENGTH: Final = 255
@@ -107,11 +109,7 @@ class PaymentEvent:
 
 def parse_envelope(body: bytes) -> WebhookEvent:
     """Validate a raw request body as an event envelope; raise InvalidEvent with a reason."""
-    try:
-        # JSON over HTTP is UTF-8 (RFC 8259); json.loads(bytes) would also guess UTF-16/32.
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidEvent("body is not valid JSON") from exc
+    document = _load_json(body)
     if not isinstance(document, dict):
         raise InvalidEvent("event must be a JSON object")
     event_id = _envelope_string(document, "id")
@@ -130,6 +128,23 @@ def parse_envelope(body: bytes) -> WebhookEvent:
         livemode=livemode if isinstance(livemode, bool) else None,
         object=data["object"],
     )
+
+
+def _load_json(body: bytes) -> Any:
+    """The JSON document in body, which must be UTF-8 (RFC 8259)."""
+    try:
+        # orjson parses a webhook in a third of the standard library's time.
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses some documents the standard library reads: numbers beyond 64 bits (in any
+    # field, so a signed event would be refused for ever over a field we never read), NaN. Those
+    # keep the standard library's verdict, as before orjson; a refused body costs two parses.
+    try:
+        # Decoded first: json.loads(bytes) would also guess UTF-16/32.
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidEvent("body is not valid JSON") from exc
 
 
 def parse_payment_event(event: WebhookEvent) -> PaymentEvent:

@@ -7,13 +7,16 @@ Log keys shared by the whole service: `event_id`, `event_type`, `order_id`, `att
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
 import logging.config
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
+import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 from structlog.typing import Processor
@@ -78,14 +81,37 @@ def add_timestamp(
 
 class _Output:
     """Where rendered lines go: the stream chosen by the last configure_logging call (the same one
-    the stdlib handler writes to), looked up per line so that reconfiguring redirects loggers
-    structlog has already cached."""
+    the stdlib handler writes to), looked up per write so that reconfiguring redirects loggers
+    structlog has already cached.
+
+    Inside an event loop, the lines logged during one turn of the loop are written together at
+    the start of the next turn: one write instead of one per line (each is a system call, and
+    the ingress logs a line per request). A line therefore reaches the stream within one loop
+    turn; outside a loop, and at exit, lines are written at once.
+    """
 
     stream: TextIO = sys.stderr
+    pending: ClassVar[list[str]] = []
+    flush_scheduled_on: asyncio.AbstractEventLoop | None = None
+
+
+def flush_log_lines() -> None:
+    """Write the lines waiting for the end of the current loop turn."""
+    _Output.flush_scheduled_on = None
+    if not _Output.pending:
+        return
+    text = "".join(_Output.pending)
+    _Output.pending.clear()
+    stream = _Output.stream
+    stream.write(text)
+    stream.flush()
+
+
+atexit.register(flush_log_lines)
 
 
 class _LineLogger:
-    """structlog's final logger: writes one rendered line. `name` feeds `add_logger_name`."""
+    """structlog's final logger: queues one rendered line. `name` feeds `add_logger_name`."""
 
     __slots__ = ("name",)
 
@@ -93,9 +119,15 @@ class _LineLogger:
         self.name = name
 
     def msg(self, message: str) -> None:
-        stream = _Output.stream
-        stream.write(message + "\n")
-        stream.flush()
+        _Output.pending.append(message + "\n")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            flush_log_lines()
+            return
+        if _Output.flush_scheduled_on is not loop:
+            _Output.flush_scheduled_on = loop
+            loop.call_soon(flush_log_lines)
 
     debug = info = warning = error = critical = exception = msg
 
@@ -110,12 +142,17 @@ def _json_fallback(value: Any) -> Any:
     return render() if callable(render) else repr(value)
 
 
-# One encoder for every line: json.dumps with a `default` builds a new encoder per call.
+# For what orjson refuses (integers past 64 bits, keys that are not strings): a log call must
+# never fail on a value.
 _JSON_ENCODER = json.JSONEncoder(default=_json_fallback)
 
 
 def _render_json(event_dict: structlog.typing.EventDict, **_: Any) -> str:
-    return _JSON_ENCODER.encode(event_dict)
+    # orjson renders a line in a fifth of the standard library's time.
+    try:
+        return orjson.dumps(event_dict, default=_json_fallback).decode()
+    except orjson.JSONEncodeError:
+        return _JSON_ENCODER.encode(event_dict)
 
 
 class HttpParseErrorFilter(logging.Filter):
@@ -179,6 +216,7 @@ def configure_logging(*, log_format: str = "json", level: str = "INFO") -> None:
             },
         }
     )
+    flush_log_lines()
     _Output.stream = sys.stderr
     structlog.configure(
         processors=[*_native_processors(), *tracebacks, renderer],

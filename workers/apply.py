@@ -104,12 +104,14 @@ async def _apply_payment_event(
     others = await _other_applied(transaction, order_id, event)
     order = order_store.order_view(row, await _stored_refunds(transaction, order_id, others))
     await _record_links(transaction, order, event)
-    await _mark(transaction, event.event_id, "processed", order_id, now_ms)
     state = project(order.terms, [*others, event])
-    outcome = STALE if state == order.state else APPLIED
-    if outcome == APPLIED:
-        await order_store.save_state(transaction, order, state, now_ms=now_ms)
-    return ApplyResult(outcome, event.type, order_id, state.status)
+    if state == order.state:
+        await order_store.mark_processed(transaction, event.event_id, order_id, now_ms=now_ms)
+        return ApplyResult(STALE, event.type, order_id, state.status)
+    await order_store.save_state(
+        transaction, order, state, now_ms=now_ms, processed_event_id=event.event_id
+    )
+    return ApplyResult(APPLIED, event.type, order_id, state.status)
 
 
 def _parse(body: bytes) -> PaymentEvent | None:

@@ -26,6 +26,9 @@ log = structlog.get_logger("workers.sweeper")
 # Events younger than this are left to the ingress's own enqueue.
 MIN_AGE_S: Final = 5.0
 BATCH_LIMIT: Final = 1000
+# A round that takes longer is abandoned (the next one starts over): a database or Redis that
+# stopped answering without closing the connection must not stall the sweeper for good.
+ROUND_TIMEOUT_S: Final = 120.0
 
 
 async def sweep_once(
@@ -54,7 +57,9 @@ async def run_sweeper(
     """Sweep every `interval_s` until cancelled; an outage only skips a round."""
     while True:
         try:
-            metrics.swept.inc(await sweep_once(engine, redis))
+            async with asyncio.timeout(ROUND_TIMEOUT_S):
+                swept = await sweep_once(engine, redis)
+            metrics.swept.inc(swept)
         except (*INFRASTRUCTURE_ERRORS, RedisError) as error:
             log.warning("sweep.skipped", error=type(error).__name__)
         await asyncio.sleep(interval_s)

@@ -22,6 +22,10 @@ def alembic_config(connection: Connection | None = None) -> Config:
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Create or upgrade the schema to `revision`; safe to run any number of times."""
     async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Building an index on a large table may take longer than the service's
+            # statement_timeout; SET LOCAL ends with this transaction.
+            await connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
         await connection.run_sync(_upgrade_sync, revision)
 
 

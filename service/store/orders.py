@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.domain.orders import OrderState, OrderTerms, RefundState, initial_state
 from service.store.engine import DriverTransaction, Query
-from service.store.schema import order_links, orders, refunds
+from service.store.schema import events, order_links, orders, refunds
 
 LINK_PAYMENT_INTENT = "payment_intent"
 LINK_CHECKOUT_SESSION = "checkout_session"
@@ -156,7 +156,7 @@ _LINK = {
     )
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
-_SAVE_ORDER = Query(
+_SAVE_ORDER_STATEMENT = (
     update(orders)
     .where(orders.c.order_id == bindparam("key"))
     .values(
@@ -171,6 +171,24 @@ _SAVE_ORDER = Query(
         updated_ms=bindparam("now_ms"),
     )
 )
+_SAVE_ORDER = Query(_SAVE_ORDER_STATEMENT)
+# PostgreSQL: the applied event is marked `processed` in the statement that saves its order (a
+# data-modifying WITH), one round trip fewer per applied event. SQLite runs the two apart.
+_MARK_PROCESSED = (
+    update(events)
+    .where(events.c.event_id == bindparam("event_key"))
+    .values(
+        status="processed",
+        order_id=bindparam("key"),
+        attempts=events.c.attempts + 1,
+        updated_ms=bindparam("now_ms"),
+        processed_ms=bindparam("now_ms"),
+    )
+)
+_SAVE_ORDER_AND_MARK_EVENT = Query(
+    _SAVE_ORDER_STATEMENT.add_cte(_MARK_PROCESSED.cte("processed_event"))
+)
+_MARK_EVENT = Query(_MARK_PROCESSED)
 _DELETE_REFUNDS = Query(delete(refunds).where(refunds.c.order_id == bindparam("key")))
 _INSERT_REFUND = Query(
     insert(refunds).values(
@@ -233,13 +251,32 @@ async def link(transaction: DriverTransaction, order_id: str, kind: str, externa
     )
 
 
-async def save_state(
-    transaction: DriverTransaction, order: OrderView, state: OrderState, *, now_ms: int
+async def mark_processed(
+    transaction: DriverTransaction, event_id: str, order_id: str, *, now_ms: int
 ) -> None:
-    """Write a recomputed projection: the order row, and its refunds when they changed."""
+    """Mark an event applied to an order (`processed`, one more attempt)."""
+    await transaction.execute(_MARK_EVENT, event_key=event_id, key=order_id, now_ms=now_ms)
+
+
+async def save_state(
+    transaction: DriverTransaction,
+    order: OrderView,
+    state: OrderState,
+    *,
+    now_ms: int,
+    processed_event_id: str,
+) -> None:
+    """Write a recomputed projection (the order row, and its refunds when they changed), and
+    mark the event that led to it `processed`."""
     order_id = order.terms.order_id
+    if transaction.dialect_name == "postgresql":
+        save = _SAVE_ORDER_AND_MARK_EVENT
+    else:
+        await mark_processed(transaction, processed_event_id, order_id, now_ms=now_ms)
+        save = _SAVE_ORDER
     await transaction.execute(
-        _SAVE_ORDER,
+        save,
+        event_key=processed_event_id,
         key=order_id,
         new_status=state.status,
         new_amount_received=state.amount_received,

@@ -223,6 +223,29 @@ def test_utf16_encoded_event_rejected() -> None:
     _invalid(body)
 
 
+@pytest.mark.parametrize("literal", ["1" + "0" * 100, "18446744073709551616", "1e999", "NaN"])
+def test_numbers_past_64_bits_in_a_field_not_read_do_not_refuse_the_event(literal: str) -> None:
+    """JSON leaves number range to the parser: a huge number in a field the service never reads
+    must not make a signed event unreadable (WooshPay would retry it for 72 hours, then drop it)."""
+    marker = "__number__"
+    text = _body(_event(obj={**_payment_intent(), "unrelated": marker})).decode()
+    envelope = parse_envelope(text.replace(json.dumps(marker), literal).encode())
+    assert envelope.event_id == _event()["id"]
+    assert (
+        parse_payment_event(envelope).object
+        == _parse_object("payment_intent.succeeded", _payment_intent()).object
+    )
+
+
+@pytest.mark.parametrize("literal", ["1" + "0" * 30, "1e999"])
+def test_a_number_past_64_bits_where_an_amount_belongs_is_an_invalid_object(literal: str) -> None:
+    marker = "__number__"
+    text = _body(_event(obj={**_payment_intent(), "amount": marker})).decode()
+    envelope = parse_envelope(text.replace(json.dumps(marker), literal).encode())
+    with pytest.raises(InvalidObject, match="amount"):
+        parse_payment_event(envelope)
+
+
 @pytest.mark.parametrize("document", [[], [_event()], "evt_1", 42, None, True])
 def test_json_that_is_not_an_object_rejected(document: object) -> None:
     """Arrays, strings, numbers, null and booleans are not event envelopes."""
