@@ -224,10 +224,12 @@ def _as_store_error(sql: str) -> Iterator[None]:
 @contextlib.asynccontextmanager
 async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
     """A pooled connection's driver object (asyncpg or aiosqlite connection), for statements
-    outside a transaction. If the block raises, the connection is discarded rather than pooled:
-    it was used past SQLAlchemy's disconnect detection, so it may be dead or cancelled
-    mid-statement."""
-    async with _pooled(engine) as pooled:
+    outside a transaction: each is its own transaction, committed before it returns (one round
+    trip, or one hop to aiosqlite's thread, where BEGIN, the statement and COMMIT make three).
+    On SQLite the process's writers take turns here first (see _one_sqlite_writer).
+    If the block raises, the connection is discarded rather than pooled: it was used past
+    SQLAlchemy's disconnect detection, so it may be dead or cancelled mid-statement."""
+    async with _one_sqlite_writer(engine), _pooled(engine) as pooled:
         try:
             yield pooled.driver
         except BaseException:

@@ -11,7 +11,7 @@ from sqlalchemy import Row, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.events import WebhookEvent
-from service.store.engine import driver_connection, driver_transaction
+from service.store.engine import driver_connection
 from service.store.schema import events
 
 
@@ -247,12 +247,13 @@ async def _record_new_postgres(
 async def _record_new_sqlite(
     engine: AsyncEngine, batch: Sequence[NewEvent], now_ms: int
 ) -> set[str]:
-    """Three hops to aiosqlite's thread (BEGIN IMMEDIATE, the INSERT, COMMIT), where
-    SQLAlchemy's cursor handling made nine."""
+    """One hop to aiosqlite's thread: the connection is in autocommit mode, so the single
+    INSERT is its own transaction, committed (and synced) before it returns; SQLite takes the
+    write lock as the statement starts, as BEGIN IMMEDIATE would."""
     values: list[object] = []
     for item in batch:
         row = _row(item, now_ms)
         values.extend(row[column] for column in _INSERT_COLUMNS)
-    async with driver_transaction(engine) as transaction:
-        rows = await transaction.fetch_sql(_sqlite_insert_new(len(batch)), values)
+    async with driver_connection(engine) as driver:
+        rows = await driver.execute_fetchall(_sqlite_insert_new(len(batch)), values)
     return {str(row[0]) for row in rows}
