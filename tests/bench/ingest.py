@@ -71,6 +71,19 @@ class IngestBench:
         ]
         return self._measure("bare", procs, processes, port, data, rows=None)
 
+    def handler_only(self, store: infra.Store) -> IngestRun:
+        """Our ingress, one process, with an inbox writer that records nothing (the ceiling)."""
+        data = self.prepare_data()
+        port = free_port()
+        proc = infra.start(
+            "handler",
+            [sys.executable, "-m", "tests.bench.handler_app", str(port)],
+            env=infra.service_env(store.url, self.redis_url),
+            workdir=self.workdir,
+            cpu=SERVER_CPU,
+        )
+        return self._measure("handler", [proc], 1, port, data, rows=None)
+
     def ours(self, store: infra.Store, processes: int) -> IngestRun:
         data = self.prepare_data()
         infra.flush_redis(self.redis_url)

@@ -133,6 +133,9 @@ def _ingest(
             stores[kind] = infra.reset(store, bench.workdir)
             _log(f"ingest: {kind}, {count} process(es)")
             results.ingest.append(bench.ours(stores[kind], count))
+        if count == 1 and stores:
+            _log("ingest: our handler without inbox or queue, 1 process")
+            results.ingest.append(bench.handler_only(next(iter(stores.values()))))
         _log(f"ingest: bare aiohttp, {count} process(es) again")
         results.ingest.append(bench.bare(count))
 
