@@ -62,6 +62,8 @@ RSS_GROWTH_MIB: Final = 30.0
 FLOOD_SIZE: Final = 2000
 FLOOD_CONCURRENCY: Final = 64
 IDLE_CONNECTIONS: Final = 300
+# Server sockets of earlier requests that may open or close around a count of open fds.
+LINGERING_FDS: Final = 10
 PAYLOAD_MARKER: Final = "payload-marker-4b1d"
 
 
@@ -345,7 +347,9 @@ async def test_idle_connections_do_not_block_genuine_deliveries(live: Server) ->
             await writer.drain()
 
         async def all_accepted() -> bool:
-            return live.open_fds() >= fds_before + IDLE_CONNECTIONS
+            # Connections of the module's earlier tests may still be closing while these open,
+            # so the count before is an upper bound of what stays open: allow for a few.
+            return live.open_fds() >= fds_before + IDLE_CONNECTIONS - LINGERING_FDS
 
         await eventually(all_accepted, timeout_s=10)
         tally = Tally()
@@ -355,7 +359,7 @@ async def test_idle_connections_do_not_block_genuine_deliveries(live: Server) ->
         assert set(await inbox_ids(live.database_url)) >= set(tally.event_ids)
 
     async def released() -> bool:
-        return live.open_fds() <= fds_before + 5
+        return live.open_fds() <= fds_before + LINGERING_FDS
 
     await eventually(released, timeout_s=10)
 
