@@ -13,6 +13,7 @@ import json
 import logging
 import logging.config
 import sys
+import threading
 import time
 from typing import Any, ClassVar, TextIO
 
@@ -92,19 +93,22 @@ class _Output:
 
     stream: TextIO = sys.stderr
     pending: ClassVar[list[str]] = []
+    # Lines may come from more than one thread (each with its own loop, or none).
+    lock: ClassVar[threading.Lock] = threading.Lock()
     flush_scheduled_on: asyncio.AbstractEventLoop | None = None
 
 
 def flush_log_lines() -> None:
     """Write the lines waiting for the end of the current loop turn."""
-    _Output.flush_scheduled_on = None
-    if not _Output.pending:
-        return
-    text = "".join(_Output.pending)
-    _Output.pending.clear()
-    stream = _Output.stream
-    stream.write(text)
-    stream.flush()
+    with _Output.lock:
+        _Output.flush_scheduled_on = None
+        if not _Output.pending:
+            return
+        text = "".join(_Output.pending)
+        _Output.pending.clear()
+        stream = _Output.stream
+        stream.write(text)
+        stream.flush()
 
 
 atexit.register(flush_log_lines)
@@ -119,14 +123,20 @@ class _LineLogger:
         self.name = name
 
     def msg(self, message: str) -> None:
-        _Output.pending.append(message + "\n")
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            loop = None
+        with _Output.lock:
+            _Output.pending.append(message + "\n")
+            if loop is None or _Output.flush_scheduled_on is loop:
+                schedule = False
+            else:
+                _Output.flush_scheduled_on = loop
+                schedule = True
+        if loop is None:
             flush_log_lines()
-            return
-        if _Output.flush_scheduled_on is not loop:
-            _Output.flush_scheduled_on = loop
+        elif schedule:
             loop.call_soon(flush_log_lines)
 
     debug = info = warning = error = critical = exception = msg

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -197,3 +199,36 @@ def test_configuring_twice_does_not_duplicate_lines(capsys: pytest.CaptureFixtur
 
     events = [line["event"] for line in _json_lines(capsys.readouterr().err)]
     assert events == ["once", "once too"]
+
+
+def test_lines_of_one_loop_turn_are_written_together_and_in_order(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Inside an event loop a line is written at the start of the next loop turn, with every
+    other line of its turn (one write), in the order they were logged."""
+    configure_logging(log_format="json", level="INFO")
+    log = structlog.get_logger("service.test")
+
+    async def log_three() -> str:
+        for index in range(3):
+            log.info("turn.line", n=index)
+        written_in_the_turn = capsys.readouterr().err
+        await asyncio.sleep(0)
+        return written_in_the_turn
+
+    assert asyncio.run(log_three()) == ""
+    lines = [line for line in _json_lines(capsys.readouterr().err) if line["event"] == "turn.line"]
+    assert [line["n"] for line in lines] == [0, 1, 2]
+
+
+def test_a_line_logged_outside_a_loop_is_written_at_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A thread without an event loop (or a command before its loop starts) writes at once,
+    after any lines a loop left waiting."""
+    configure_logging(log_format="json", level="INFO")
+    log = structlog.get_logger("service.test")
+    thread = threading.Thread(target=lambda: log.info("thread.line"))
+    thread.start()
+    thread.join()
+    assert _one_line(capsys.readouterr().err, "thread.line")["logger"] == "service.test"
