@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stores", default=",".join(STORES), help="sqlite,postgres")
     parser.add_argument("--processes", default="1,2", help="ingress/worker process counts")
     parser.add_argument("--duration", type=int, default=8, help="seconds per ingest run")
-    parser.add_argument("--events", type=int, default=3000, help="events per reconcile run")
+    # 6000: at ~500 events/s a run lasts ~12 s; with 3000, a few seconds of a busy neighbour on
+    # this shared VM moved the no-op baseline by a quarter within one benchmark.
+    parser.add_argument("--events", type=int, default=6000, help="events per reconcile run")
     parser.add_argument("--e2e-duration", type=int, default=10, help="seconds of paced load")
     parser.add_argument(
         "--e2e-rate", type=float, default=None, help="offered ev/s (default: half the peak)"
