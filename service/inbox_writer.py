@@ -21,7 +21,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.queue import QUEUE_ERRORS, enqueue_events
-from service.store.inbox import NewEvent, record_new_events
+from service.store.inbox import NewEvent, first_new, record_new_events
 
 log = structlog.get_logger("service.inbox_writer")
 
@@ -111,11 +111,9 @@ class InboxWriter:
         finally:
             self._slots.release()
         enqueued = await self._enqueue(batch, new_ids)
-        for waiting in batch:
-            event_id = waiting.item.event.event_id
-            is_new = event_id in new_ids
-            # The first request of an id in this batch owns the new row; repeats are duplicates.
-            new_ids.discard(event_id)
+        # The first request of an id in this batch owns the new row; repeats are duplicates.
+        flags = first_new([w.item for w in batch], new_ids)
+        for waiting, is_new in zip(batch, flags, strict=True):
             _settle(waiting, Recorded(is_new=is_new, enqueued=enqueued))
 
     async def _commit(self, batch: list[_Waiting]) -> set[str]:

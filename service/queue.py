@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from typing import Any, Final
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
 from redis.asyncio import BlockingConnectionPool
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 RECONCILE_FUNCTION: Final = "reconcile_event"
@@ -110,6 +112,17 @@ return created
 """
 
 
+# One script object per client: registering hashes the script, on every enqueue otherwise.
+_SCRIPTS: weakref.WeakKeyDictionary[ArqRedis, AsyncScript] = weakref.WeakKeyDictionary()
+
+
+def _enqueue_many_script(redis: ArqRedis) -> AsyncScript:
+    script = _SCRIPTS.get(redis)
+    if script is None:
+        script = _SCRIPTS[redis] = redis.register_script(_ENQUEUE_MANY_LUA)
+    return script
+
+
 async def enqueue_events(redis: ArqRedis, event_ids: Sequence[str]) -> int:
     """Enqueue the reconcile jobs of many events (stable job ids) in one Redis round trip."""
     if not event_ids:
@@ -123,8 +136,9 @@ async def enqueue_events(redis: ArqRedis, event_ids: Sequence[str]) -> int:
         JOB_ID_PREFIX,
         *event_ids,
     ]
-    script = redis.register_script(_ENQUEUE_MANY_LUA)
-    created = await script(keys=[job_key_prefix, result_key_prefix], args=arguments)
+    created = await _enqueue_many_script(redis)(
+        keys=[job_key_prefix, result_key_prefix], args=arguments
+    )
     return int(created)
 
 

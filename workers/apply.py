@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.domain.orders import project
@@ -59,17 +59,6 @@ _LOCK_EVENT = Query(
     .where(events.c.event_id == bindparam("key"))
     .with_for_update()
 )
-_MARK = Query(
-    update(events)
-    .where(events.c.event_id == bindparam("key"))
-    .values(
-        status=bindparam("new_status"),
-        order_id=bindparam("new_order_id"),
-        attempts=events.c.attempts + 1,
-        updated_ms=bindparam("now_ms"),
-        processed_ms=bindparam("now_ms"),
-    )
-)
 # The bodies of the order's other applied events; this one is already parsed.
 _OTHER_APPLIED_BODIES = Query(
     select(events.c.body).where(
@@ -89,7 +78,7 @@ async def apply_event(engine: AsyncEngine, event_id: str, *, now_ms: int) -> App
             return ApplyResult(DUPLICATE, row["type"])
         event = _parse(bytes(row["body"]))
         if event is None:
-            await _mark(transaction, event_id, "ignored", None, now_ms)
+            await order_store.mark_event(transaction, event_id, "ignored", None, now_ms=now_ms)
             return ApplyResult(IGNORED, row["type"])
         result = await _apply_payment_event(transaction, event, now_ms)
     return replace(result, received_ms=row["received_ms"])
@@ -106,7 +95,9 @@ async def _apply_payment_event(
     await _record_links(transaction, order, event)
     state = project(order.terms, [*others, event])
     if state == order.state:
-        await order_store.mark_processed(transaction, event.event_id, order_id, now_ms=now_ms)
+        await order_store.mark_event(
+            transaction, event.event_id, "processed", order_id, now_ms=now_ms
+        )
         return ApplyResult(STALE, event.type, order_id, state.status)
     await order_store.save_state(
         transaction, order, state, now_ms=now_ms, processed_event_id=event.event_id
@@ -123,18 +114,6 @@ def _parse(body: bytes) -> PaymentEvent | None:
         return parse_payment_event(envelope)
     except (InvalidEvent, InvalidObject) as error:
         raise PermanentError("invalid_object", str(error)) from None
-
-
-async def _mark(
-    transaction: DriverTransaction,
-    event_id: str,
-    status: str,
-    order_id: str | None,
-    now_ms: int,
-) -> None:
-    await transaction.execute(
-        _MARK, key=event_id, new_status=status, new_order_id=order_id, now_ms=now_ms
-    )
 
 
 async def _lock_order(transaction: DriverTransaction, event: PaymentEvent) -> Mapping[str, Any]:

@@ -58,12 +58,18 @@ async def record_events(
 
     Idempotency lives here, on the primary key: a redelivered event id changes nothing.
     """
-    new_ids = await record_new_events(engine, batch, now_ms=now_ms)
+    return first_new(batch, await record_new_events(engine, batch, now_ms=now_ms))
+
+
+def first_new(batch: Sequence[NewEvent], new_ids: set[str]) -> list[bool]:
+    """Per item of a recorded batch, whether it made a new row: the first occurrence of each id
+    in `new_ids` (what record_new_events returned); repeats in the batch are duplicates."""
+    remaining = set(new_ids)
     flags = []
     for item in batch:
         event_id = item.event.event_id
-        flags.append(event_id in new_ids)
-        new_ids.discard(event_id)
+        flags.append(event_id in remaining)
+        remaining.discard(event_id)
     return flags
 
 

@@ -172,23 +172,25 @@ _SAVE_ORDER_STATEMENT = (
     )
 )
 _SAVE_ORDER = Query(_SAVE_ORDER_STATEMENT)
-# PostgreSQL: the applied event is marked `processed` in the statement that saves its order (a
-# data-modifying WITH), one round trip fewer per applied event. SQLite runs the two apart.
-_MARK_PROCESSED = (
+# The end of an event's processing: its status (`processed` or `ignored`), the order it was
+# applied to, one more attempt. On PostgreSQL an applied event is marked in the statement that
+# saves its order (a data-modifying WITH), one round trip fewer per event; SQLite runs the two
+# apart.
+_MARK_EVENT_STATEMENT = (
     update(events)
     .where(events.c.event_id == bindparam("event_key"))
     .values(
-        status="processed",
-        order_id=bindparam("key"),
+        status=bindparam("event_status"),
+        order_id=bindparam("event_order_id"),
         attempts=events.c.attempts + 1,
         updated_ms=bindparam("now_ms"),
         processed_ms=bindparam("now_ms"),
     )
 )
+_MARK_EVENT = Query(_MARK_EVENT_STATEMENT)
 _SAVE_ORDER_AND_MARK_EVENT = Query(
-    _SAVE_ORDER_STATEMENT.add_cte(_MARK_PROCESSED.cte("processed_event"))
+    _SAVE_ORDER_STATEMENT.add_cte(_MARK_EVENT_STATEMENT.cte("processed_event"))
 )
-_MARK_EVENT = Query(_MARK_PROCESSED)
 _DELETE_REFUNDS = Query(delete(refunds).where(refunds.c.order_id == bindparam("key")))
 _INSERT_REFUND = Query(
     insert(refunds).values(
@@ -251,11 +253,23 @@ async def link(transaction: DriverTransaction, order_id: str, kind: str, externa
     )
 
 
-async def mark_processed(
-    transaction: DriverTransaction, event_id: str, order_id: str, *, now_ms: int
+async def mark_event(
+    transaction: DriverTransaction,
+    event_id: str,
+    status: str,
+    order_id: str | None,
+    *,
+    now_ms: int,
 ) -> None:
-    """Mark an event applied to an order (`processed`, one more attempt)."""
-    await transaction.execute(_MARK_EVENT, event_key=event_id, key=order_id, now_ms=now_ms)
+    """Record that an event's processing ended: `processed` (applied to `order_id`, which may
+    have changed nothing) or `ignored`."""
+    await transaction.execute(
+        _MARK_EVENT,
+        event_key=event_id,
+        event_status=status,
+        event_order_id=order_id,
+        now_ms=now_ms,
+    )
 
 
 async def save_state(
@@ -272,11 +286,13 @@ async def save_state(
     if transaction.dialect_name == "postgresql":
         save = _SAVE_ORDER_AND_MARK_EVENT
     else:
-        await mark_processed(transaction, processed_event_id, order_id, now_ms=now_ms)
+        await mark_event(transaction, processed_event_id, "processed", order_id, now_ms=now_ms)
         save = _SAVE_ORDER
     await transaction.execute(
         save,
         event_key=processed_event_id,
+        event_status="processed",
+        event_order_id=order_id,
         key=order_id,
         new_status=state.status,
         new_amount_received=state.amount_received,
