@@ -208,13 +208,13 @@ def _log_tail(workdir: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:]) or "(no log output)"
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    """Stop `process`: SIGTERM, wait up to STOP_TIMEOUT_S, then SIGKILL."""
+def terminate(process: subprocess.Popen[bytes], *, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop `process`: SIGTERM, wait up to `timeout_s`, then SIGKILL."""
     if process.poll() is not None:
         return
     process.terminate()
     try:
-        process.wait(timeout=STOP_TIMEOUT_S)
+        process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
@@ -247,7 +247,7 @@ def _launch(redis_server: str, port: int, timeout_s: float) -> tuple[subprocess.
     try:
         _wait_until_ready(process, port, timeout_s)
     except RedisUnavailable as exc:
-        _terminate(process)
+        terminate(process)
         tail = _log_tail(workdir)
         shutil.rmtree(workdir, ignore_errors=True)
         kind = _PortInUse if "Address already in use" in tail else RedisUnavailable
@@ -272,7 +272,7 @@ class LocalRedis:
     def stop(self) -> None:
         """Terminate the server (killing it if it lingers) and remove its directory; idempotent."""
         running = self.process.poll() is None
-        _terminate(self.process)
+        terminate(self.process)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

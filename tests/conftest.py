@@ -47,17 +47,9 @@ def postgres_url() -> Iterator[str]:
             pytest.fail(f"CI=true requires the PostgreSQL tests: {message}")
         pytest.skip(message)
     url = asyncio.run(databases.create_database(admin))
-    asyncio.run(_migrate(url))
+    asyncio.run(databases.migrate(url))
     yield url
     asyncio.run(databases.drop_database(admin, url))
-
-
-async def _migrate(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -21,8 +21,6 @@ import asyncpg
 import redis
 from sqlalchemy.engine import make_url
 
-from service.store.engine import create_engine
-from service.store.migrate import upgrade
 from tests.support import databases
 from tests.support.processes import cli_command, cli_env
 
@@ -191,7 +189,7 @@ class Store:
 def fresh_sqlite(workdir: Path) -> Store:
     path = workdir / f"bench-{uuid.uuid4().hex[:8]}.db"
     store = Store("sqlite", f"sqlite:///{path}")
-    asyncio.run(_migrate(store.url))
+    asyncio.run(databases.migrate(store.url))
     return store
 
 
@@ -207,7 +205,7 @@ def private_postgres() -> Iterator[Store]:
     url = make_url(admin).set(database=name).render_as_string(hide_password=False)
     asyncio.run(_execute(admin, f'CREATE DATABASE "{name}"'))
     try:
-        asyncio.run(_migrate(url))
+        asyncio.run(databases.migrate(url))
         yield Store("postgres", url)
     finally:
         asyncio.run(_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -220,14 +218,6 @@ async def _execute(url: str, statement: str) -> None:
         await connection.execute(statement)
     finally:
         await connection.close()
-
-
-async def _migrate(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
 
 
 def reset(store: Store, workdir: Path) -> Store:

@@ -10,6 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.store.engine import create_engine
+from service.store.migrate import upgrade
+
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TABLES = ("order_links", "refunds", "orders", "events")
 
@@ -62,3 +65,12 @@ async def truncate_all(engine: AsyncEngine) -> None:
 
 def _asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def migrate(url: str) -> None:
+    """Bring a store to the current schema, as `migrate` does."""
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()

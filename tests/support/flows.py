@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.domain.orders import OrderState, OrderTerms, project
 from service.events import PaymentEvent, parse_envelope, parse_payment_event
 from service.http import SIGNATURE_HEADER, WEBHOOK_PATH
+from service.local_redis import terminate
 from service.queue import enqueue_event, replay_job_id_for
 from service.sender import EventOptions, build_event, encode_event
 from service.settings import Settings
@@ -33,6 +33,7 @@ from service.signatures import sign_header
 from service.store.inbox import NewEvent, list_events, record_event
 from service.store.orders import OrderView, add_order, get_order
 from service.store.schema import orders
+from tests.support.processes import cli_env
 from workers.main import WorkerProcess
 from workers.metrics import WorkerMetrics
 
@@ -289,20 +290,6 @@ def outcome_count(metrics: WorkerMetrics, outcome: str) -> float:
 
 PROJECT_ROOT: Final = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT_S: Final = 10.0
-SETTINGS_VARIABLES: Final = frozenset(
-    {
-        "WOOSHPAY_WEBHOOK_SECRETS",
-        "REDIS_URL",
-        "DATABASE_URL",
-        "WEBHOOK_TOLERANCE_SECONDS",
-        "RETRY_MAX_ATTEMPTS",
-        "RETRY_BASE_DELAY_SECONDS",
-        "SWEEP_INTERVAL_SECONDS",
-        "LOG_FORMAT",
-        "LOG_LEVEL",
-        "MAX_BODY_BYTES",
-    }
-)
 
 
 def cli_worker_command(*, via_uv: bool) -> list[str]:
@@ -322,8 +309,7 @@ def cli_worker_command(*, via_uv: bool) -> list[str]:
 def worker_env(database_url: str, redis_url: str) -> dict[str, str]:
     """The environment of a CLI worker: the test's store, a private Redis, JSON logs at INFO."""
     # Nothing a developer's shell sets may change what the worker runs against.
-    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
-    env.update(
+    return cli_env(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         RETRY_MAX_ATTEMPTS="3",
@@ -331,7 +317,6 @@ def worker_env(database_url: str, redis_url: str) -> dict[str, str]:
         LOG_FORMAT="json",
         LOG_LEVEL="INFO",
     )
-    return env
 
 
 def start_cli_worker(
@@ -350,14 +335,7 @@ def start_cli_worker(
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     """Make sure a process we started is gone: SIGTERM (uv forwards it), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    terminate(process, timeout_s=STOP_TIMEOUT_S)
 
 
 def log_entries(logs: Iterable[Path]) -> list[dict[str, Any]]:
