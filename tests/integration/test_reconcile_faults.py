@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from arq import Retry
 from arq.connections import ArqRedis
@@ -29,6 +31,7 @@ from service.http import create_app
 from service.local_redis import LocalRedis, start_local_redis
 from service.queue import DEFAULT_QUEUE_NAME, create_redis, job_id_for
 from service.settings import Settings
+from service.store import engine as engine_module
 from service.store.engine import create_engine
 from service.store.inbox import get_event, list_events
 from service.store.schema import orders
@@ -57,6 +60,7 @@ from tests.support.flows import (
 )
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
+from workers import sweeper
 from workers.main import WorkerProcess
 from workers.metrics import WorkerMetrics
 from workers.reconcile import DEPS_KEY, WorkerDeps, reconcile_event
@@ -389,3 +393,70 @@ async def test_store_connection_killed_mid_job_is_retried(
     assert applied is not None
     assert (applied.status, applied.attempts) == ("processed", 2)
     assert await order_state(engine, order_id) == expected_state(order_terms, events)
+
+
+@POSTGRES_ONLY
+async def test_statement_stuck_behind_a_lock_is_cancelled_by_the_server(
+    engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections carry a server-side statement_timeout: a job whose statement waits on a lock
+    longer than that is cancelled by PostgreSQL and retried, leaving the event pending; once the
+    lock is gone the job applies."""
+    monkeypatch.setattr(engine_module, "STATEMENT_TIMEOUT_MS", 300)
+    order_id = "ord_stuck_1"
+    events = sofort_payment(new_clock(), order_id)[-1:]
+    (event_id,) = event_ids(events)
+    await register_order(engine, order_id)
+    await record(engine, events)
+    deps = WorkerDeps(settings, create_engine(settings.database_url), WorkerMetrics())
+    try:
+        async with order_locked(engine, order_id):
+            started = time.monotonic()
+            with pytest.raises(Retry):
+                await reconcile_event({DEPS_KEY: deps, "job_try": 1}, event_id)
+            # Well before the 30 s job timeout: the server cancelled the statement.
+            assert time.monotonic() - started < 10
+        pending = await get_event(engine, event_id)
+        assert pending is not None
+        assert pending.status == "pending"
+        assert pending.last_error is not None
+        assert "statement timeout" in pending.last_error
+        assert await reconcile_event({DEPS_KEY: deps, "job_try": 2}, event_id) == "applied"
+    finally:
+        await deps.engine.dispose()
+
+
+async def test_a_sweep_round_that_hangs_is_abandoned_and_the_next_runs(
+    redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that accepts connections and never answers cannot stall the sweeper: each
+    round is abandoned after ROUND_TIMEOUT_S (logged as skipped) and the next one starts."""
+    monkeypatch.setattr(sweeper, "ROUND_TIMEOUT_S", 0.2)
+    accepted: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(
+        lambda _reader, writer: accepted.append(writer), "127.0.0.1", 0
+    )
+    port = silent.sockets[0].getsockname()[1]
+    stuck = create_engine(f"postgresql://postgres@127.0.0.1:{port}/never")
+    with structlog.testing.capture_logs() as entries:
+        task = asyncio.create_task(
+            sweeper.run_sweeper(stuck, redis, interval_s=0.05, metrics=WorkerMetrics())
+        )
+        try:
+
+            async def skipped_twice() -> bool:
+                skips = [e for e in entries if e["event"] == "sweep.skipped"]
+                return len(skips) >= 2
+
+            await eventually(skipped_twice, timeout_s=4)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await stuck.dispose()
+            for writer in accepted:
+                writer.close()
+            silent.close()
+            await silent.wait_closed()
+    skips = [entry for entry in entries if entry["event"] == "sweep.skipped"]
+    assert {entry["error"] for entry in skips} == {"TimeoutError"}
