@@ -3,24 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shlex
 import signal
 from dataclasses import replace
+from pathlib import Path
 
 import click
 import structlog
 from aiohttp import web
+from sqlalchemy import literal, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.cli_common import EXIT_FAILED, fail, load_settings, run
+from service.cli_common import EXIT_FAILED, EXIT_USAGE, CommandLine, fail, load_settings, run
 from service.cli_ops import events, orders
 from service.cli_send import send
+from service.cli_store import StoreProblem, in_store, with_store
+from service.dev_env import (
+    DEV_ENV_NAME,
+    SharedSettings,
+    checkout_root,
+    cli_invocation,
+    dev_env_path,
+    dev_env_text,
+    export_line,
+    published,
+    shared_settings,
+)
 from service.http import WEBHOOK_PATH, create_app
 from service.local_redis import RedisUnavailable, ensure_redis
+from service.secrets import Secret, SecretUrl
 from service.settings import Settings
-from service.store.engine import create_engine
 from service.store.migrate import current_revision, upgrade
+from service.store.schema import events as events_table
+from service.store.schema import orders as orders_table
 from service.supervisor import Supervisor, serve_command
 from workers.main import WorkerProcess
-from workers.metrics_server import start_metrics_server
+from workers.metrics_server import MetricsPortUnavailable, start_metrics_server
 
 log = structlog.get_logger("service.cli")
 
@@ -32,7 +51,7 @@ SHUTDOWN_TIMEOUT_S = 30.0
 DEV_SECRET = "whsec_dev_local_only"  # noqa: S105 - a public development default
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandLine, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="wooshpay-webhooks")
 def main() -> None:
     """Receive WooshPay webhooks and keep the merchant's order store true."""
@@ -78,24 +97,50 @@ def serve(host: str, port: int, workers: int, reuse_port: bool) -> None:
 def worker(burst: bool, metrics_port: int) -> None:
     """Run an arq worker process that reconciles events into the order store."""
     settings = load_settings()
-    run(_worker(settings, burst=burst, metrics_port=metrics_port))
+    _require_usable_store(settings)
+    try:
+        run(_worker(settings, burst=burst, metrics_port=metrics_port))
+    except MetricsPortUnavailable as error:
+        fail(str(error), code=EXIT_USAGE)
 
 
 async def _worker(settings: Settings, *, burst: bool, metrics_port: int) -> None:
     process = WorkerProcess(settings, burst=burst)
-    _stop_on_signals(process)
-    metrics_runner = (
-        await start_metrics_server(
-            process.deps.metrics, process.seconds_since_heartbeat, port=metrics_port
+    try:
+        metrics_runner = (
+            await start_metrics_server(
+                process.deps.metrics, process.seconds_since_heartbeat, port=metrics_port
+            )
+            if metrics_port
+            else None
         )
-        if metrics_port
-        else None
-    )
+    except MetricsPortUnavailable:
+        await process.deps.engine.dispose()
+        raise
+    _stop_on_signals(process)
     try:
         await process.run()
     finally:
         if metrics_runner is not None:
             await metrics_runner.cleanup()
+
+
+def _require_usable_store(settings: Settings) -> None:
+    """Refuse to start on an order store no worker can use (no such database, no schema). An
+    outage is only logged: the worker waits it out, as it does while running."""
+    try:
+        in_store(settings.database_url, _require_schema)
+    except StoreProblem as problem:
+        if not problem.outage:
+            raise
+        log.warning("worker.store_unavailable", reason=problem.reason)
+
+
+async def _require_schema(engine: AsyncEngine) -> None:
+    # Reading the tables the worker uses: a store never migrated fails here ("no such table").
+    async with engine.connect() as connection:
+        for table in (events_table, orders_table):
+            await connection.execute(select(literal(1)).select_from(table).limit(1))
 
 
 def _stop_on_signals(process: WorkerProcess) -> None:
@@ -108,19 +153,13 @@ def _stop_on_signals(process: WorkerProcess) -> None:
 def migrate() -> None:
     """Create or upgrade the order-store schema (safe to run twice)."""
     settings = load_settings()
-    revision = run(_migrate(settings))
+    revision = in_store(settings.database_url, _migrate)
     click.echo(f"order store schema at revision {revision}")
 
 
-async def _migrate(settings: Settings) -> str | None:
-    engine = create_engine(settings.database_url)
-    try:
-        await upgrade(engine)
-        return await current_revision(engine)
-    except OSError as error:
-        fail(f"order store unreachable: {type(error).__name__}")
-    finally:
-        await engine.dispose()
+async def _migrate(engine: AsyncEngine) -> str | None:
+    await upgrade(engine)
+    return await current_revision(engine)
 
 
 @main.command()
@@ -130,44 +169,65 @@ def dev(host: str, port: int) -> None:
     """Ingress and worker in one process on embedded defaults (SQLite, a local Redis)."""
     settings = load_settings()
     try:
-        redis_url, _started = ensure_redis(settings.redis_url)
+        redis_url, _started = ensure_redis(settings.redis_url.reveal())
     except RedisUnavailable as error:
         fail(str(error), code=EXIT_FAILED)
-    secrets = settings.webhook_secrets or (DEV_SECRET,)
-    settings = replace(settings, redis_url=redis_url, webhook_secrets=secrets)
+    secrets = settings.webhook_secrets or (Secret(DEV_SECRET),)
+    settings = replace(settings, redis_url=SecretUrl(redis_url), webhook_secrets=secrets)
     run(_dev(settings, host, port))
 
 
 async def _dev(settings: Settings, host: str, port: int) -> None:
-    engine = create_engine(settings.database_url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
+    await with_store(settings.database_url, upgrade)
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     process = WorkerProcess(settings)
     _stop_on_signals(process)
-    _print_dev_instructions(settings, f"http://{host}:{port}{WEBHOOK_PATH}")
+    cwd, root = Path.cwd(), checkout_root()
+    shared = shared_settings(settings.redis_url, settings.database_url, cwd=cwd)
     try:
-        await process.run()
+        # Other shells find this instance's Redis and order store through the file.
+        with published(dev_env_path(root, cwd), dev_env_text(shared, os.getpid())) as written:
+            _print_dev_instructions(
+                settings,
+                f"http://{host}:{port}{WEBHOOK_PATH}",
+                shared,
+                cli=cli_invocation(root, cwd),
+                env_file_written=written,
+            )
+            await process.run()
     finally:
         await runner.cleanup()
 
 
-def _print_dev_instructions(settings: Settings, url: str) -> None:
-    secret = settings.webhook_secrets[0]
+def _print_dev_instructions(
+    settings: Settings, url: str, shared: SharedSettings, *, cli: str, env_file_written: bool
+) -> None:
+    """What to type next, in another shell, exactly as it works there (a new shell included)."""
+    secret = settings.webhook_secrets[0].reveal()  # the public dev default, or the user's own
+    if env_file_written:
+        where = f"{cli} reads them from {DEV_ENV_NAME} while dev runs; other tools: export them"
+    else:
+        where = "export them in the other shell first"
+    exports = export_line(shared)
     click.echo(
         "\n".join(
             [
                 f"wooshpay-webhooks dev: ingress on {url}, worker running,"
                 f" order store {_store(settings)}",
-                "Register an order, then send it a signed test event (Ctrl-C stops):",
-                "  wooshpay-webhooks orders add order_1 --amount 2000 --currency EUR",
-                f"  wooshpay-webhooks send payment_intent.succeeded --order-id order_1 "
-                f"--url {url} --secret {secret}",
-                "  wooshpay-webhooks orders show order_1",
+                f"Settings in use ({where}):",
+                *([f"  {exports}"] if exports else []),
+                *(
+                    f"  {name}: {masked} (carries a password, not shown: set it yourself)"
+                    for name, masked in shared.masked.items()
+                ),
+                "In another shell, register an order, then send it a signed test event"
+                " (Ctrl-C stops dev):",
+                f"  {cli} orders add order_1 --amount 2000 --currency EUR",
+                f"  {cli} send payment_intent.succeeded --order-id order_1 "
+                f"--url {url} --secret {shlex.quote(secret)}",
+                f"  {cli} orders show order_1",
             ]
         ),
         err=True,
@@ -175,7 +235,7 @@ def _print_dev_instructions(settings: Settings, url: str) -> None:
 
 
 def _store(settings: Settings) -> str:
-    return settings.database_url.split("://", 1)[0]
+    return settings.database_url.reveal().split("://", 1)[0]
 
 
 main.add_command(orders)

@@ -1,10 +1,21 @@
-"""Helpers shared by the command-line modules: settings, logging, exit codes, async running."""
+"""Helpers shared by the command-line modules: settings, logging, exit codes, async running, and
+turning failures into one line for the operator.
+
+Exit status: 0 success; 1 the operation was attempted and failed (an unknown order, the order
+store or Redis unreachable, a database that does not exist, an order store without schema, an
+unexpected error); 2 bad usage or configuration, found before anything was attempted.
+
+A traceback is printed only with LOG_LEVEL=DEBUG, and then by the standard library's formatter,
+which never shows local variables (they hold settings and customer data).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
+import traceback
 from collections.abc import Coroutine
 from typing import Any, NoReturn, TypeVar
 
@@ -15,8 +26,32 @@ from service.settings import Settings, SettingsError
 
 T = TypeVar("T")
 
-EXIT_FAILED = 1  # a failed operation, e.g. an unknown order
+EXIT_FAILED = 1  # the operation was attempted and failed, e.g. an unknown order
 EXIT_USAGE = 2  # bad usage, including a missing or malformed setting
+
+DEBUG_HINT = "rerun with LOG_LEVEL=DEBUG to see the traceback"
+
+
+class CommandFailed(Exception):
+    """A failure the operator can act on; its message says what went wrong and what to do."""
+
+    code = EXIT_FAILED
+
+
+class CommandLine(click.Group):
+    """The top-level group: every command's failure ends in one line on stderr, never a
+    traceback (unless LOG_LEVEL=DEBUG)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click reports these itself
+        except CommandFailed as failure:
+            fail(str(failure), code=failure.code, cause=failure)
+        except Exception as error:
+            hint = "" if _debugging() else f"; {DEBUG_HINT}"
+            fail(f"unexpected {type_name(error)}{hint}", cause=error)
 
 
 def load_settings(*, require_secrets: bool = False) -> Settings:
@@ -29,7 +64,10 @@ def load_settings(*, require_secrets: bool = False) -> Settings:
     return settings
 
 
-def fail(message: str, *, code: int = EXIT_FAILED) -> NoReturn:
+def fail(message: str, *, code: int = EXIT_FAILED, cause: BaseException | None = None) -> NoReturn:
+    """Print `error: message` (after the cause's traceback, with LOG_LEVEL=DEBUG) and exit."""
+    if cause is not None and _debugging():
+        traceback.print_exception(cause, file=sys.stderr)
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -40,3 +78,19 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def print_json(document: object) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=False))
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 event`, `2 events`, `0 events`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def type_name(error: BaseException) -> str:
+    kind = type(error)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _debugging() -> bool:
+    return logging.getLogger().isEnabledFor(logging.DEBUG)

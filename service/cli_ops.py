@@ -10,12 +10,20 @@ import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import render
-from service.cli_common import EXIT_FAILED, fail, load_settings, print_json, run
+from service.cli_common import (
+    EXIT_FAILED,
+    CommandFailed,
+    fail,
+    load_settings,
+    plural,
+    print_json,
+    run,
+)
+from service.cli_store import in_store, with_store
 from service.domain.orders import OrderTerms
 from service.queue import QUEUE_ERRORS, create_redis
 from service.replay import ReplayPlan, execute_replay, plan_replay
 from service.settings import Settings
-from service.store.engine import create_engine
 from service.store.inbox import get_event, list_events
 from service.store.orders import OrderExists, add_order, get_order, list_orders
 from service.store.schema import EVENT_STATUSES
@@ -156,39 +164,28 @@ def events_replay(
     if dry_run:
         for record in plan.events:
             click.echo(f"would replay {record.event_id} ({record.type}, {record.status})")
-        click.echo(f"{len(plan.events)} events would be replayed")
+        click.echo(f"{plural(len(plan.events), 'event')} would be replayed")
     else:
-        click.echo(f"replayed {run(_replay(settings, plan))} events")
+        replayed = run(with_store(settings.database_url, lambda e: _enqueue(settings, e, plan)))
+        click.echo(f"replayed {plural(replayed, 'event')}")
     if plan.unknown_ids:
         raise SystemExit(EXIT_FAILED)
 
 
-async def _replay(settings: Settings, plan: ReplayPlan) -> int:
-    return await _closing(
-        create_engine(settings.database_url), lambda e: _enqueue(settings, e, plan)
-    )
-
-
 async def _enqueue(settings: Settings, engine: AsyncEngine, plan: ReplayPlan) -> int:
-    redis = create_redis(settings.redis_url)
+    redis = create_redis(settings.redis_url.reveal())
     try:
         return await execute_replay(engine, redis, plan)
-    except QUEUE_ERRORS:
-        fail(
+    except QUEUE_ERRORS as error:
+        raise CommandFailed(
             "Redis is unreachable: the events were reopened as pending and the sweeper will "
             "enqueue them once Redis is back"
-        )
+        ) from error
     finally:
         await redis.aclose()
 
 
 def _in_store(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    """Run one piece of work on a short-lived engine for the configured store, then release it."""
-    return run(_closing(create_engine(load_settings().database_url), work))
-
-
-async def _closing(engine: AsyncEngine, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    try:
-        return await work(engine)
-    finally:
-        await engine.dispose()
+    """Run one piece of work on the configured store (store problems end the command in one
+    line, see `cli_store.with_store`)."""
+    return in_store(load_settings().database_url, work)

@@ -1,9 +1,11 @@
 """The aiohttp ingress: verify, record durably, enqueue, answer fast.
 
 Status codes (the contract): 200 once the event is durably recorded (`duplicate` for a known
-event id); 400 with a reason for bad signatures and bodies; 413 over the size limit; 405 for other
-methods; 503 when the order store cannot record the event, so WooshPay retries (it retries 18 times
-over 72 hours, so a 503 is a delay, never a loss). Never 500 for bad input.
+event id); 400 with a reason for bad signatures and bodies; 413 over the size limit (from the
+Content-Length alone when that is over, before any body byte is read); 405 for other methods and
+404 for other paths, in JSON like every error; 503 when the order store cannot record the event,
+so WooshPay retries (it retries 18 times over 72 hours, so a 503 is a delay, never a loss).
+Never 500 for bad input.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from dataclasses import dataclass
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from arq.connections import ArqRedis
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.events import InvalidEvent, WebhookEvent, parse_envelope
@@ -29,6 +30,7 @@ from service.settings import Settings
 from service.signatures import SignatureError, verify
 from service.store.engine import create_engine, is_sqlite
 from service.store.inbox import NewEvent, inbox_summary
+from service.store.outages import STORE_OUTAGE_ERRORS
 
 log = structlog.get_logger("service.http")
 
@@ -41,9 +43,6 @@ BODY_TIMEOUT_S = 10.0
 # cost less CPU per event (tests/bench: 151-160 us/event with one or two, 168 with four); the
 # second keeps one slow commit from holding up the next batch.
 POSTGRES_CONCURRENT_BATCHES = 2
-
-# Errors that mean "the store or the queue is unreachable", as opposed to bugs.
-STORE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 
 
 @dataclass
@@ -106,11 +105,40 @@ def create_app(
     )
     app[INGRESS] = ingress
     app.cleanup_ctx.append(_resources(ingress))
-    app.router.add_post(WEBHOOK_PATH, receive_webhook)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
+    app.router.add_post(WEBHOOK_PATH, receive_webhook, expect_handler=expect_webhook_body)
+    app.router.add_get("/healthz", healthz, expect_handler=expect_continue)
+    app.router.add_get("/readyz", readyz, expect_handler=expect_continue)
+    app.router.add_get("/metrics", metrics_view, expect_handler=expect_continue)
+    _answer_unrouted_requests(app.router)
     return app
+
+
+def _answer_unrouted_requests(router: web.UrlDispatcher) -> None:
+    """Answer other methods (405) and other paths (404) in JSON, like every other error.
+
+    Fallback routes rather than a middleware: a middleware would run on every delivery, a
+    fallback only when nothing else matched. Call it once every route is added; a method added
+    to a path afterwards is refused by aiohttp (the fallback would shadow it)."""
+    for resource in list(router.resources()):
+        assert isinstance(resource, web.Resource)  # every route here is added by path
+        allowed = ",".join(sorted(route.method for route in resource))  # as aiohttp's own 405
+        refuse = _method_not_allowed(allowed)
+        resource.add_route(hdrs.METH_ANY, refuse, expect_handler=refuse)
+    # `{path:.*}` matches every path; the router tries it only after every other resource.
+    router.add_route(hdrs.METH_ANY, "/{path:.*}", _not_found, expect_handler=_not_found)
+
+
+def _method_not_allowed(allowed: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def method_not_allowed(_: web.Request) -> web.Response:
+        response = _json(405, {"error": "method not allowed"})
+        response.headers[hdrs.ALLOW] = allowed
+        return response
+
+    return method_not_allowed
+
+
+async def _not_found(_: web.Request) -> web.Response:
+    return _json(404, {"error": "not found"})
 
 
 def _resources(
@@ -120,9 +148,9 @@ def _resources(
         own_engine = ingress.engine is None
         own_redis = ingress.redis is None
         if own_engine:
-            ingress.engine = create_engine(ingress.settings.database_url)
+            ingress.engine = create_engine(ingress.settings.database_url.reveal())
         if own_redis:
-            ingress.redis = create_redis(ingress.settings.redis_url)
+            ingress.redis = create_redis(ingress.settings.redis_url.reveal())
         engine = ingress.require_engine()
         ingress.writer = InboxWriter(
             engine,
@@ -152,6 +180,12 @@ async def receive_webhook(request: web.Request) -> web.Response:
     except Rejected as rejected:
         ingress.metrics.rejected.labels(rejected.code).inc()
         response = _json(rejected.status, {"error": rejected.reason})
+        if not request.content.is_eof():
+            # Refused before its body was read: say the connection closes (RFC 9110 §10.1.1),
+            # so the client sends no more of it. aiohttp reads and drops what still comes (for
+            # at most 10 s), so the answer is not lost to a reset and the body is never parsed
+            # as a next request.
+            response.force_close()
         _log_outcome(
             "webhook.rejected", response.status, started, reason=rejected.code, **rejected.fields
         )
@@ -160,12 +194,12 @@ async def receive_webhook(request: web.Request) -> web.Response:
 
 
 async def _accept(request: web.Request, ingress: Ingress, started: float) -> web.Response:
-    body = await _read_body(request)
+    body = await _read_body(request, ingress.settings.max_body_bytes)
     try:
         verify(
             request.headers.get(SIGNATURE_HEADER),
             body,
-            ingress.settings.webhook_secrets,
+            [secret.reveal() for secret in ingress.settings.webhook_secrets],
             now=ingress.clock(),
             tolerance_s=ingress.settings.tolerance_s,
         )
@@ -193,7 +227,37 @@ async def _accept(request: web.Request, ingress: Ingress, started: float) -> web
     return _json(200, {"received": True, "event_id": event.event_id, "duplicate": not is_new})
 
 
-async def _read_body(request: web.Request) -> bytes:
+async def expect_webhook_body(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` on the webhook: a body declared over the limit is answered 413 at
+    once, without inviting it with `100 Continue`."""
+    if _declares_too_large(request, request.app[INGRESS].settings.max_body_bytes):
+        return await receive_webhook(request)
+    return await expect_continue(request)
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """aiohttp's default Expect handling, except that an unknown expectation is answered 417 in
+    JSON and an HTTP/1.0 client's `100-continue` is ignored (RFC 9110 §10.1.1)."""
+    expectation = request.headers.get(hdrs.EXPECT, "").lower()
+    if expectation != "100-continue":
+        return _json(417, {"error": "unsupported Expect header"})
+    # An HTTP/1.0 client does not know 100 Continue.
+    if request.version == HttpVersion11:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # The interim answer is not part of the response's size.
+        request.writer.output_size = 0
+    return None
+
+
+def _declares_too_large(request: web.Request, max_body_bytes: int) -> bool:
+    declared = request.content_length
+    return declared is not None and declared > max_body_bytes
+
+
+async def _read_body(request: web.Request, max_body_bytes: int) -> bytes:
+    if _declares_too_large(request, max_body_bytes):
+        # Refused from the headers: a body that cannot be accepted is never waited for.
+        raise Rejected(413, "request body too large", "body_too_large")
     try:
         if request.content.is_eof():
             # The whole body came in with the headers (a webhook's usual case): nothing to wait
@@ -261,10 +325,17 @@ async def _ping_database(engine: AsyncEngine) -> None:
 
 
 async def _probe(check: Awaitable[object]) -> bool:
+    """Whether a dependency answered. Never raises: a probe must answer 503, not 500, also
+    when the failure is not an outage (a refused password, a missing database)."""
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_S):
             await check
-    except (*STORE_ERRORS, *QUEUE_ERRORS):
+    except (*STORE_OUTAGE_ERRORS, *QUEUE_ERRORS):
+        return False
+    except Exception as error:
+        # A misconfiguration, not an outage: say so, without a traceback (the type is enough to
+        # tell a refused login from a missing database, and the message may quote the URL).
+        log.error("readyz.probe_failed", error=type(error).__name__)
         return False
     return True
 
@@ -287,8 +358,11 @@ async def _refresh_gauges(ingress: Ingress) -> None:
             metrics.events_by_status.labels(status).set(counts.get(status, 0))
         age_s = ingress.clock() - oldest_ms / 1000 if oldest_ms is not None else 0.0
         metrics.oldest_pending_age.set(max(age_s, 0.0))
-    except STORE_ERRORS:
+    except STORE_OUTAGE_ERRORS:
         log.warning("metrics.store_unavailable")
+    except Exception as error:
+        # Not an outage (a refused login, a missing schema): the scrape still answers.
+        log.error("metrics.store_failed", error=type(error).__name__)
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_S):
             metrics.queue_depth.set(await queue_depth(ingress.require_redis()))

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.queue import QUEUE_ERRORS, enqueue_events
 from service.store.inbox import NewEvent, first_new, record_new_events
+from service.store.outages import is_store_outage
 
 log = structlog.get_logger("service.inbox_writer")
 
@@ -104,7 +105,10 @@ class InboxWriter:
         try:
             new_ids = await self._commit(batch)
         except Exception as error:
-            log.warning("inbox.batch_failed", size=len(batch), error=type(error).__name__)
+            # Either way nothing was recorded: every request answers 503 and WooshPay retries.
+            # A store outage is expected; anything else is a bug, logged with its traceback.
+            report = log.warning if is_store_outage(error) else log.exception
+            report("inbox.batch_failed", size=len(batch), error=type(error).__name__)
             for waiting in batch:
                 _settle(waiting, exception=StoreUnavailable())
             return

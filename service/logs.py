@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TextIO
 import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import Processor
 
 # Keys whose values must never reach a log line, whoever logs them.
@@ -33,6 +34,15 @@ def redact(_: Any, __: str, event_dict: structlog.typing.EventDict) -> structlog
     for key in _REDACTED_KEYS.intersection(event_dict):
         event_dict[key] = "[redacted]"
     return event_dict
+
+
+# Tracebacks as data, without local variables: a frame's locals hold settings, request bodies
+# and customer data (structlog's default `dict_tracebacks` prints them all). The console format
+# uses the plain traceback formatter for the same reason (rich's and better-exceptions' show
+# locals). Secrets are also masked by their own type (service.secrets); this keeps payloads out.
+TRACEBACKS_WITHOUT_LOCALS: Processor = structlog.processors.ExceptionRenderer(
+    ExceptionDictTransformer(show_locals=False)
+)
 
 
 def _shared_processors() -> list[Processor]:
@@ -188,13 +198,13 @@ def configure_logging(*, log_format: str = "json", level: str = "INFO") -> None:
     the stdlib handler with a ProcessorFormatter; both produce the same JSON objects.
     """
     renderer: Processor = (
-        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         if log_format == "console"
         else structlog.processors.JSONRenderer(serializer=_render_json)
     )
-    tracebacks: list[Processor] = (
-        [] if log_format == "console" else [structlog.processors.dict_tracebacks]
-    )
+    tracebacks: list[Processor] = [] if log_format == "console" else [TRACEBACKS_WITHOUT_LOCALS]
     logging.config.dictConfig(
         {
             "version": 1,

@@ -1,8 +1,8 @@
 """The arq queue: a JSON-serialising Redis pool and enqueueing events by id.
 
 Jobs carry event ids, never payloads: the inbox row is the source of truth, Redis is the fast path.
-arq's `_job_id` only guards against in-flight duplicates (its dedup ends when the job finishes),
-so exactly-once is enforced by the order store, not here.
+arq's `_job_id` only guards against in-flight duplicates (its dedup ends when the job finishes,
+docs/arq.md#job-id-dedup), so exactly-once is enforced by the order store, not here.
 """
 
 from __future__ import annotations

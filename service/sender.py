@@ -53,11 +53,14 @@ _PAYMENT_INTENT_STATUS: Final[Mapping[str, str]] = {
     "payment_intent.canceled": "canceled",
 }
 # SOFORT is a delayed method: the session completes while still unpaid, and an expired session
-# was never paid either, so `payment_status` is `unpaid` for both.
+# was never paid either, so `payment_status` is `unpaid` for both (unless `paid` is asked for).
 _CHECKOUT_SESSION_STATUS: Final[Mapping[str, str]] = {
     "checkout.session.completed": "complete",
     "checkout.session.expired": "expired",
 }
+# The one event that can carry a paid session: a session paid at completion, as an immediate
+# method (a card) gives (Stripe's shape; WooshPay's docs show no paid session).
+PAYABLE_TYPE: Final = "checkout.session.completed"
 # Events caused by a merchant API call carry that request's id; the others are WooshPay's own.
 _API_TRIGGERED: Final = frozenset({"payment_intent.created", "payment_intent.canceled"})
 
@@ -78,6 +81,8 @@ class EventOptions:
     refund_status: str = "succeeded"
     # None: a full refund of `amount`.
     refund_amount: int | None = None
+    # A checkout.session.completed whose payment already succeeded (`payment_status: paid`).
+    paid: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,8 @@ def build_event(event_type: str, options: EventOptions, *, now_ms: int) -> dict[
         raise ValueError(
             f"unsupported event type {event_type!r}; supported: {', '.join(SUPPORTED_TYPES)}"
         )
+    if options.paid and event_type != PAYABLE_TYPE:
+        raise ValueError(f"paid applies only to {PAYABLE_TYPE}, not {event_type}")
     _check_options(options)
     request_id = f"req_{secrets.token_hex(12)}" if event_type in _API_TRIGGERED else None
     return {
@@ -260,8 +267,9 @@ def _checkout_session(event_type: str, options: EventOptions, now_ms: int) -> di
         "mode": "payment",
         # WooshPay creates the PaymentIntent together with the session.
         "payment_intent": _payment_intent_id(options),
-        "payment_method_types": ["sofort"],
-        "payment_status": "unpaid",
+        # Paid at completion means an immediate method; SOFORT sessions complete unpaid.
+        "payment_method_types": ["card"] if options.paid else ["sofort"],
+        "payment_status": "paid" if options.paid else "unpaid",
         "status": status,
         "success_url": "https://merchant.example/checkout/success",
         # The hosted page's path says `cs_test_` even though the id has no `test_`.

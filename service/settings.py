@@ -13,11 +13,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+from service.secrets import Secret, SecretUrl
+
 T = TypeVar("T")
 
 DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
 DEFAULT_DATABASE_URL: Final = "sqlite:///./orders.db"
 LOG_FORMATS: Final = ("json", "console")
+_DEFAULT_REDIS: Final = SecretUrl(DEFAULT_REDIS_URL)
+_DEFAULT_DATABASE: Final = SecretUrl(DEFAULT_DATABASE_URL)
 
 
 class SettingsError(ValueError):
@@ -26,9 +30,12 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    webhook_secrets: tuple[str, ...]
-    redis_url: str = DEFAULT_REDIS_URL
-    database_url: str = DEFAULT_DATABASE_URL
+    """Every setting, typed. Secrets and URLs (which may carry a password) are `Secret` values:
+    they print as `***`, so neither a log line nor a traceback can show them."""
+
+    webhook_secrets: tuple[Secret, ...]
+    redis_url: SecretUrl = _DEFAULT_REDIS
+    database_url: SecretUrl = _DEFAULT_DATABASE
     tolerance_s: int = 300
     retry_max_attempts: int = 8
     retry_base_delay_s: float = 2.0
@@ -61,9 +68,9 @@ class Settings:
         )
 
 
-def _secrets(env: Mapping[str, str], *, required: bool) -> tuple[str, ...]:
+def _secrets(env: Mapping[str, str], *, required: bool) -> tuple[Secret, ...]:
     raw = env.get("WOOSHPAY_WEBHOOK_SECRETS", "")
-    secrets = tuple(part.strip() for part in raw.split(",") if part.strip())
+    secrets = tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
     if required and not secrets:
         raise SettingsError(
             "WOOSHPAY_WEBHOOK_SECRETS is required: comma-separated webhook endpoint secrets"
@@ -71,12 +78,12 @@ def _secrets(env: Mapping[str, str], *, required: bool) -> tuple[str, ...]:
     return secrets
 
 
-def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> SecretUrl:
     value = env.get(name, "").strip() or default
     if not value.startswith(schemes):
         # Never echo the value: URLs carry passwords.
         raise SettingsError(f"{name} must start with one of: {', '.join(schemes)}")
-    return value
+    return SecretUrl(value)
 
 
 def _number(

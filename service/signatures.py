@@ -2,7 +2,8 @@
 
 WooshPay copies Stripe's scheme: the `Wooshpay-Signature` header reads
 `t=<unix time>,v1=<hex>[,v1=<hex>...]`, and each `v1` is the lowercase hex HMAC-SHA256 of
-`<t>.<raw body>` keyed with an endpoint secret (the whole `whsec_...` text, as UTF-8).
+`<t>.<raw body>` keyed with an endpoint secret (the whole `whsec_...` text, as UTF-8); what
+WooshPay documents and where it is silent: docs/wooshpay.md#signature.
 
 Everything an attacker controls (the header, the body) fails with a `SignatureError` carrying a
 machine-friendly `code`, so the HTTP layer can answer 400 without a catch-all. Problems in our

@@ -1,4 +1,4 @@
-"""WooshPay timestamps: usually milliseconds, sometimes seconds."""
+"""WooshPay timestamps: usually milliseconds, sometimes seconds (docs/wooshpay.md#timestamps)."""
 
 from __future__ import annotations
 

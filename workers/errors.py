@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import SQLAlchemyError
-
 
 class ReconcileError(Exception):
     """Base of the reconciler's own failures; `reason` is a short, log-safe code."""
@@ -30,10 +28,6 @@ class PermanentError(ReconcileError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
-
-
-# Infrastructure failures: the store or the network is unreachable, slow or locked.
-INFRASTRUCTURE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 
 
 def describe(error: BaseException) -> str:

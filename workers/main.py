@@ -1,13 +1,14 @@
 """Worker processes: arq settings built from Settings, and a supervisor loop around arq.
 
-Tuning (see the arq notes in the README): arq polls; its defaults (0.5 s poll, 10 jobs) give about
+Tuning (see docs/arq.md#polling): arq polls; its defaults (0.5 s poll, 10 jobs) give about
 200 jobs/s and 250 ms latency. We poll every 20 ms: a new job waits half that on average, which
 keeps accepted -> applied under 50 ms at the 99th percentile (measured by tests/bench), for
 about 50 cheap Redis calls a second per idle worker. We run up to 20 jobs at once (tests/bench:
 fewer leave the CPU idle during database round trips and spread each poll's cost over fewer
 jobs, more add lock waits; both cost more CPU per event), read far enough ahead that other
 workers' running jobs cannot starve us, keep no results (our results live in the order store),
-and refresh the health key every 10 s so `worker --check` notices a dead worker.
+and refresh the health key every 10 s so `arq --check workers.main.WorkerSettings` notices a
+dead worker.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ log = structlog.get_logger("workers.main")
 
 POLL_DELAY_S: Final = 0.02
 MAX_JOBS: Final = 20
-# At least the total concurrency of every worker sharing the queue (arq-notes §2.1).
+# At least the total concurrency of every worker sharing the queue (docs/arq.md#queue-read-limit).
 QUEUE_READ_LIMIT: Final = 500
 JOB_TIMEOUT_S: Final = 30
 HEALTH_CHECK_INTERVAL_S: Final = 10
@@ -88,7 +89,9 @@ def worker_options(
 
 
 def open_deps(settings: Settings, metrics: WorkerMetrics | None = None) -> WorkerDeps:
-    return WorkerDeps(settings, create_engine(settings.database_url), metrics or WorkerMetrics())
+    return WorkerDeps(
+        settings, create_engine(settings.database_url.reveal()), metrics or WorkerMetrics()
+    )
 
 
 async def _open_deps_from_env(ctx: dict[str, Any]) -> None:
@@ -114,7 +117,7 @@ def __getattr__(name: str) -> Any:
     if name == "WorkerSettings":
         settings = Settings.from_env(require_secrets=False)
         body = worker_options(settings)
-        body["redis_settings"] = RedisSettings.from_dsn(settings.redis_url)
+        body["redis_settings"] = RedisSettings.from_dsn(settings.redis_url.reveal())
         return type("WorkerSettings", (), body)
     raise AttributeError(name)
 
@@ -151,7 +154,7 @@ class WorkerProcess:
         self.burst = burst
         self.deps = open_deps(settings, metrics)
         self._redis_factory = redis_factory or (
-            lambda: create_redis(settings.redis_url, queue_name=queue_name)
+            lambda: create_redis(settings.redis_url.reveal(), queue_name=queue_name)
         )
         self._stopping = asyncio.Event()
         self._worker: Worker | None = None

@@ -14,10 +14,25 @@ from aiohttp import web
 from service.metrics import CONTENT_TYPE_LATEST
 from workers.metrics import WorkerMetrics
 
-# Poll cycles run every 50 ms, and a reconnect attempt every second; 30 s of silence is a hang.
+# Poll cycles run every 20 ms, and a reconnect attempt every second; 30 s of silence is a hang.
 STALE_AFTER_S: Final = 30.0
 
 METRICS = web.AppKey("metrics", WorkerMetrics)
+
+
+class MetricsPortUnavailable(Exception):
+    """The metrics port cannot be bound: most often a second worker on the same host with the
+    same default port. The message is one line that names the option to change."""
+
+    def __init__(self, port: int, error: OSError) -> None:
+        super().__init__(
+            f"the worker's metrics port {port} is unavailable ({error.strerror or error}):"
+            " another worker on this host may hold it; give each worker its own"
+            " --metrics-port, or --metrics-port 0 to turn the endpoint off"
+        )
+        self.port = port
+
+
 SILENCE: web.AppKey[Callable[[], float]] = web.AppKey("seconds_since_heartbeat")
 
 
@@ -49,5 +64,9 @@ async def start_metrics_server(
     app.router.add_get("/healthz", _healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:
+        await runner.cleanup()
+        raise MetricsPortUnavailable(port, error) from None
     return runner

@@ -16,13 +16,9 @@ from arq import Retry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.settings import Settings
+from service.store.outages import STORE_OUTAGE_ERRORS
 from workers.apply import ApplyResult, apply_event
-from workers.errors import (
-    INFRASTRUCTURE_ERRORS,
-    PermanentError,
-    TransientError,
-    describe,
-)
+from workers.errors import PermanentError, TransientError, describe
 from workers.metrics import WorkerMetrics
 from workers.retries import backoff_s, record_failure
 
@@ -51,11 +47,12 @@ async def reconcile_event(ctx: dict[str, Any], event_id: str) -> str:
         result = await apply_event(deps.engine, event_id, now_ms=_now_ms())
     except PermanentError as error:
         return await _park(deps, event_id, error, started)
-    except (TransientError, *INFRASTRUCTURE_ERRORS) as error:
+    except (TransientError, *STORE_OUTAGE_ERRORS) as error:
+        # Expected, and logged as one `reconcile.retry` line: no traceback for a store outage.
         return await _retry_or_park(deps, event_id, error, attempt, started)
     except Exception as error:
-        # Unexpected: log the traceback, then treat it like a transient failure, so the event
-        # is retried and finally parked as `failed` (visible, replayable once fixed).
+        # Unexpected (a bug): log the traceback, then treat it like a transient failure, so the
+        # event is retried and finally parked as `failed` (visible, replayable once fixed).
         log.exception("reconcile.error", error=type(error).__name__)
         return await _retry_or_park(deps, event_id, error, attempt, started)
     _finish(deps, result.outcome, started, result)
@@ -77,7 +74,7 @@ async def _retry_or_park(
             permanent=False,
             now_ms=_now_ms(),
         )
-    except INFRASTRUCTURE_ERRORS:
+    except STORE_OUTAGE_ERRORS:
         # The store is down: count on arq's own try counter, and if arq gives up the event is
         # still `pending` in the inbox, where the sweeper finds it again.
         record = None
@@ -105,7 +102,7 @@ async def _park(deps: WorkerDeps, event_id: str, error: PermanentError, started:
             permanent=True,
             now_ms=_now_ms(),
         )
-    except INFRASTRUCTURE_ERRORS:
+    except STORE_OUTAGE_ERRORS:
         # Could not park it: retry the whole job later rather than lose the verdict.
         _finish(deps, "retry", started, reason="store_unavailable")
         raise Retry(defer=deps.settings.retry_base_delay_s) from None

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.queue import enqueue_events
 from service.store.inbox import pending_event_ids
-from workers.errors import INFRASTRUCTURE_ERRORS
+from service.store.outages import STORE_OUTAGE_ERRORS
 from workers.metrics import WorkerMetrics
 
 log = structlog.get_logger("workers.sweeper")
@@ -54,12 +54,15 @@ async def sweep_once(
 async def run_sweeper(
     engine: AsyncEngine, redis: ArqRedis, *, interval_s: float, metrics: WorkerMetrics
 ) -> None:
-    """Sweep every `interval_s` until cancelled; an outage only skips a round."""
+    """Sweep every `interval_s` until cancelled; an outage, or even a bug, only skips a round
+    (the sweeper is what finds events whose job was lost: it must outlive any one failure)."""
     while True:
         try:
             async with asyncio.timeout(ROUND_TIMEOUT_S):
                 swept = await sweep_once(engine, redis)
             metrics.swept.inc(swept)
-        except (*INFRASTRUCTURE_ERRORS, RedisError) as error:
+        except (*STORE_OUTAGE_ERRORS, RedisError) as error:
             log.warning("sweep.skipped", error=type(error).__name__)
+        except Exception as error:
+            log.exception("sweep.error", error=type(error).__name__)
         await asyncio.sleep(interval_s)

@@ -9,16 +9,18 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import event
-from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.engine import Dialect, Engine, ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.util import greenlet_spawn
+
+from service.store.outages import STORE_OUTAGE_ERRORS, as_store_outage
 
 # SQLite waits this long for another process's write lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -49,11 +51,14 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An engine whose transactions are safe for read-check-write on either backend."""
     url = async_url(database_url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url)
+        # hide_parameters: a database error's message must not quote event bodies into logs.
+        engine = create_async_engine(url, hide_parameters=True)
         _configure_sqlite(engine)
+        _report_outages(engine)
         return engine
     engine = create_async_engine(
         url,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=10,
@@ -68,7 +73,23 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         },
     )
     _ping_idle_connections(engine)
+    _report_outages(engine)
     return engine
+
+
+def _report_outages(engine: AsyncEngine) -> None:
+    """Raise every store outage met by SQLAlchemy as one of STORE_OUTAGE_ERRORS.
+
+    SQLAlchemy wraps most driver errors in a plain DBAPIError: a server starting up, shutting
+    down or ending our session (SQLSTATE 57P0x) comes out as that, like a syntax error. This
+    hook re-raises outages as OperationalError, with the same statement and original error;
+    connections that SQLAlchemy found dead are still discarded. The driver-level paths below
+    do the same in `_raise_as_store_error`.
+    """
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> BaseException | None:
+        return as_store_outage(context.sqlalchemy_exception or context.original_exception)
 
 
 def _ping_idle_connections(engine: AsyncEngine) -> None:
@@ -211,14 +232,22 @@ class DriverTransaction:
 
 @contextlib.contextmanager
 def _as_store_error(sql: str) -> Iterator[None]:
-    """Report driver errors as SQLAlchemy does (DBAPIError), so callers tell store failures
-    from bugs as they do for statements SQLAlchemy runs."""
+    """Errors of the driver-level statement `sql`, raised as `_raise_as_store_error` says."""
     try:
         yield
-    except (SQLAlchemyError, OSError, TimeoutError):
-        raise
     except Exception as error:
-        raise DBAPIError(sql, None, error, hide_parameters=True) from error
+        _raise_as_store_error(error, sql)
+
+
+def _raise_as_store_error(error: Exception, sql: str | None) -> NoReturn:
+    """Raise a driver error as statements SQLAlchemy runs report theirs (see _report_outages):
+    an outage as one of STORE_OUTAGE_ERRORS, anything else as a DBAPIError."""
+    outage = as_store_outage(error, sql)
+    if outage is not None:
+        raise outage from error
+    if isinstance(error, (SQLAlchemyError, *STORE_OUTAGE_ERRORS)):
+        raise error
+    raise DBAPIError(sql, None, error, hide_parameters=True) from error
 
 
 @contextlib.asynccontextmanager
@@ -277,7 +306,13 @@ async def _pooled(engine: AsyncEngine) -> AsyncIterator[_Pooled]:
     pings, the dialect's set-up of new connections) and it still opens, recycles and discards
     connections, but no Connection object is built around the checkout, which costs half of
     engine.connect() (~30 us of ~60 per checkout, on every batch and every reconciled event)."""
-    connection = await greenlet_spawn(engine.sync_engine.pool.connect)
+    try:
+        connection = await greenlet_spawn(engine.sync_engine.pool.connect)
+    except Exception as error:
+        # The pool raises the driver's own errors: no Connection is there to wrap them (asyncpg's
+        # CannotConnectNowError, from a server starting up, is neither a SQLAlchemyError nor an
+        # OSError).
+        _raise_as_store_error(error, None)
     try:
         driver = connection.driver_connection
         if driver is None:  # only a closed or detached connection has none

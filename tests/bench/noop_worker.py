@@ -56,7 +56,9 @@ async def work(progress: Progress) -> None:
 
     options["on_job_start"] = on_job_start
     options["after_job_end"] = progress.job_ended
-    worker = Worker(**options, redis_pool=create_redis(settings.redis_url), handle_signals=False)
+    worker = Worker(
+        **options, redis_pool=create_redis(settings.redis_url.reveal()), handle_signals=False
+    )
     try:
         await worker.async_run()
     finally:

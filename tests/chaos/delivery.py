@@ -1,8 +1,8 @@
 """WooshPay's side of the soak: every event delivered, signed afresh, until it is answered 2xx.
 
-Deliveries are shuffled across all orders, a share of them is delivered twice (identical bodies,
-as WooshPay redelivers): half of those later, half as "twins" posted at the same moment to both
-ingresses (WooshPay resending while its first attempt still waits; SPEC §8 names concurrent
+Deliveries are shuffled across all orders, a share of them is delivered twice (identical bodies, as
+WooshPay redelivers): half of those later, half as "twins" posted at the same moment to both
+ingresses (WooshPay resending while its first attempt still waits; the guarantees cover concurrent
 delivery to several ingress processes). `concurrency` senders post them round-robin to the ports,
 paced so the whole list spans the delivery window (the faults happen while traffic flows). A
 delivery not answered 2xx (503, refused, reset, timeout) is retried with a short backoff, on the

@@ -90,6 +90,7 @@ class ChaosReport:
             and not self.stats.wrong_answers
             and not self.fault_errors
             and not self.crashed
+            and not self.logs.leaks
             and self.converged_s is not None
         )
 

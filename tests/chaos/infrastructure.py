@@ -6,6 +6,7 @@ Without them the tests are skipped, except under CI=true, where they fail: CI ha
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from service.local_redis import find_redis_server
 from tests.support import databases
@@ -13,8 +14,10 @@ from tests.support import databases
 
 async def require_infrastructure() -> None:
     missing = []
-    if not await databases.postgres_reachable(databases.postgres_admin_url()):
-        missing.append(f"PostgreSQL at {databases.postgres_admin_url()} (TEST_POSTGRES_URL)")
+    admin = databases.postgres_admin_url()
+    if not await databases.postgres_reachable(admin):
+        shown = make_url(admin).render_as_string(hide_password=True)
+        missing.append(f"PostgreSQL at {shown} (TEST_POSTGRES_URL)")
     if find_redis_server(allow_install=False) is None:
         missing.append("the redis-server program")
     if missing:

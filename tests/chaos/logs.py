@@ -2,6 +2,8 @@
 
 The processes run with LOG_LEVEL=WARNING and JSON logs, so every line is a warning or worse;
 lines that are not JSON (a traceback printed by the interpreter itself) are counted as `raw`.
+Every line is also searched for the canaries (tests.support.leaks): a secret, a password or
+customer data in a log is a failure of the run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.leaks import describe_leaks, locate_leaks
+
 RAW_PREFIX_CHARS = 100
 
 
@@ -18,6 +22,7 @@ RAW_PREFIX_CHARS = 100
 class LogSummary:
     # (role, level, event) -> lines
     lines: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    leaks: list[str] = field(default_factory=list)  # which canary, in which file and line
 
     def errors(self) -> int:
         return sum(n for (_, level, _), n in self.lines.items() if level in ("error", "critical"))
@@ -49,7 +54,9 @@ def summarise_logs(log_dir: Path) -> LogSummary:
         return summary
     for path in sorted(log_dir.glob("*.log")):
         role = path.name.split("-", 1)[0]
-        for line in path.read_text(errors="replace").splitlines():
+        text = path.read_text(errors="replace")
+        summary.leaks.extend(describe_leaks(locate_leaks(text), str(path)))
+        for line in text.splitlines():
             if line.strip():
                 level, event = _classify(line)
                 summary.lines[(role, level, event)] += 1

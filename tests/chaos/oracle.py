@@ -2,7 +2,7 @@
 
 Independent of the service: it does not import `service.domain` and never folds events. It reads
 the plan's choices (how the payment ended, what was charged, which refunds happened and how each
-one ended) and applies the contract (SPEC §4) directly:
+one ended) and applies the contract (service/domain/orders.py) directly:
 
 - money that arrived in the right amount and currency makes the order paid; if the order had
   expired first, it is still paid but needs review;

@@ -60,10 +60,10 @@ REFUND_COUNTS: Final[Mapping[int, float]] = {0: 0.45, 1: 0.25, 2: 0.15, 3: 0.10,
 FULL_REFUND_SHARE: Final = 0.25
 LOWER_CASE_CURRENCY_SHARE: Final = 0.2
 OUT_OF_SCOPE_SHARE: Final = 0.25
-# SPEC §2: a succeeded PaymentIntent's amount_received may be null (then `amount` arrived).
+# docs/wooshpay.md: a succeeded PaymentIntent's amount_received may be null (then `amount` arrived).
 NULL_RECEIVED_SHARE: Final = 0.25
-# SPEC §3: orders named only by `metadata.order_id`, or not named at all (found through the
-# PaymentIntent the merchant registered).
+# Linking (workers/apply.py): orders named only by `metadata.order_id`, or not named at all
+# (found through the PaymentIntent the merchant registered).
 METADATA_ONLY_SHARE: Final = 0.15
 UNNAMED_SHARE: Final = 0.4
 

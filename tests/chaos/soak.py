@@ -110,6 +110,8 @@ def figures(report: ChaosReport) -> Iterator[str]:
         yield "CRASHED                  " + "; ".join(report.crashed)
     if report.unclean_stops:
         yield "unclean stops            " + "; ".join(report.unclean_stops)
+    if report.logs.leaks:
+        yield "LEAKED IN LOGS           " + "; ".join(report.logs.leaks)
     yield f"service log lines        {report.logs.errors()} at error level; most frequent:"
     yield from (f"  {line}" for line in report.logs.top(12))
     yield from (f"  {line}" for line in verdict.details)

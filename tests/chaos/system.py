@@ -4,7 +4,9 @@ a redis-server, two ingress processes and three worker processes, each logging t
 The shared servers on the machine are never touched: the run creates `chaos_<random>` next to the
 admin database and drops it at the end, and starts its own redis-server. Every child is killed on
 the way out, whatever happened; the harness's own connections go straight to PostgreSQL, so they
-keep working while the proxy is cut.
+keep working while the proxy is cut. The processes get the canary webhook secret and Redis
+password (tests.support.leaks), and their log files are searched for them as they grow
+(tests.support.leak_watch).
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from service.local_redis import LocalRedis, free_port, start_local_redis
 from service.store.engine import create_engine
 from service.store.migrate import upgrade
 from tests.chaos.proxy import ProxyProcess
-from tests.support import databases
+from tests.support import databases, leak_watch
+from tests.support.leaks import webhook_secret, with_redis_password
 from tests.support.processes import cli_command, cli_env
 
-SECRET: Final = "whsec_chaos_soak_secret"
+SECRET: Final = webhook_secret("chaos")
 LOOPBACK: Final = "127.0.0.1"
 READY_TIMEOUT_S: Final = 60.0
 KILL_WAIT_S: Final = 10.0
@@ -87,7 +90,7 @@ def _die_with_parent() -> Callable[[], None]:
 
 def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [*cli_command(), *args],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -96,6 +99,8 @@ def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
             # The hook only makes async-signal-safe calls (prctl, getppid).
             preexec_fn=_die_with_parent(),
         )
+    leak_watch.watch_file(log_path, process)
+    return process
 
 
 async def wait_exit(process: subprocess.Popen[bytes], deadline_s: float) -> bool:
@@ -156,7 +161,7 @@ class System:
         proxied = url.set(host=LOOPBACK, port=self.proxy.port)
         self.env = cli_env(
             DATABASE_URL=proxied.render_as_string(hide_password=False),
-            REDIS_URL=self.redis.url,
+            REDIS_URL=with_redis_password(self.redis.url),
             WOOSHPAY_WEBHOOK_SECRETS=SECRET,
             SWEEP_INTERVAL_SECONDS=str(self.options.sweep_interval_s),
             RETRY_BASE_DELAY_SECONDS=str(self.options.retry_base_delay_s),

@@ -22,7 +22,7 @@ from tests.chaos.oracle import OrderOutcome, differences, expected_outcome
 from tests.chaos.scenario import Scenario
 
 DETAIL_LIMIT = 20
-# SPEC §2: the event types the service reconciles; any other is acknowledged and `ignored`.
+# docs/wooshpay.md: the event types the service reconciles; any other is acknowledged and `ignored`.
 IN_SCOPE_TYPES = frozenset(
     {
         "payment_intent.created",

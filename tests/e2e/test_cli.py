@@ -1,7 +1,8 @@
 """End-to-end tests of the ops command line (`wooshpay-webhooks`) against real order stores.
 
-Commands run in-process through click's CliRunner with a scrubbed environment; every order store
-test runs on SQLite (a file per test) and PostgreSQL (the run's private database, emptied first).
+Commands run in-process through click's CliRunner with a scrubbed environment (`serve` and the
+worker, where a test needs them, as processes); every order store test runs on SQLite (a file per
+test) and PostgreSQL (the run's private database, emptied first).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import logging
 import subprocess
 import sys
 import time
@@ -24,18 +24,27 @@ from typing import Any
 import click
 import pytest
 import redis
-import structlog
 from click.testing import CliRunner, Result
 from sqlalchemy import text
 
 from service.cli import main
+from service.cli_send import send
 from service.events import parse_envelope
 from service.local_redis import LocalRedis, free_port, start_local_redis
 from service.queue import DEFAULT_QUEUE_NAME
+from service.sender import SUPPORTED_TYPES
 from service.store.engine import create_engine
 from service.store.inbox import NewEvent, get_event, record_event
 from tests.support import databases
-from tests.support.processes import SETTINGS_VARIABLES, cli_env
+from tests.support.logging_state import logging_restored
+from tests.support.processes import (
+    SETTINGS_VARIABLES,
+    cli_env,
+    describe,
+    run_cli,
+    running_cli,
+    wait_for_http,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ORDER_KEYS = {
@@ -53,7 +62,7 @@ ORDER_KEYS = {
     "updated_at",
 }
 EVENT_KEYS = {"event_id", "type", "status", "attempts", "last_error", "order_id", "received_at"}
-# Every command of the documented command line (SPEC §7).
+# Every command of the documented command line (README, Commands).
 DOCUMENTED_COMMANDS = {
     "serve",
     "worker",
@@ -69,28 +78,14 @@ DOCUMENTED_COMMANDS = {
 }
 NOW_MS = int(time.time() * 1000)
 PASSWORD = "hunter2-do-not-echo"
+SEND_SECRET = "whsec_cli_test_endpoint"
 
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """Each command configures logging for the process: put it back after every test."""
-    root = logging.getLogger()
-    root_handlers, root_level = root.handlers[:], root.level
-    access = logging.getLogger("aiohttp.access")
-    access_level = access.level
-    was_configured = structlog.is_configured()
-    config = structlog.get_config()
-    yield
-    for handler in root.handlers:
-        if handler not in root_handlers:
-            handler.close()
-    root.handlers[:] = root_handlers
-    root.setLevel(root_level)
-    access.setLevel(access_level)
-    if was_configured:
-        structlog.configure(**config)
-    else:
-        structlog.reset_defaults()
+    with logging_restored():
+        yield
 
 
 @dataclass
@@ -473,11 +468,30 @@ def test_events_replay_failed_dry_run_changes_nothing(cli: Cli) -> None:
     result = cli.ok("events", "replay", "--failed", "--dry-run")
 
     lines = result.stdout.splitlines()
-    assert lines[-1] == "1 events would be replayed"
+    assert lines[-1] == "1 event would be replayed"
     assert any("evt_a" in line for line in lines[:-1])
     assert "evt_b" not in result.stdout
     assert event_row(cli.database_url, "evt_a") == ("failed", 3, "order_not_found")
     assert event_row(cli.database_url, "evt_b") == ("pending", 0, None)
+
+
+@pytest.mark.parametrize(
+    ("failed", "count_line"),
+    [
+        (0, "0 events would be replayed"),
+        (1, "1 event would be replayed"),
+        (2, "2 events would be replayed"),
+    ],
+)
+def test_events_replay_count_is_plural_unless_one(cli: Cli, failed: int, count_line: str) -> None:
+    """The replay count reads `1 event` but `0 events` and `2 events`."""
+    for index in range(failed):
+        record(cli.database_url, f"evt_{index}", "payment_intent.succeeded", offset=index)
+        park_as_failed(cli.database_url, f"evt_{index}")
+
+    result = cli.ok("events", "replay", "--failed", "--dry-run")
+
+    assert result.stdout.splitlines()[-1] == count_line
 
 
 def queued_job_ids(client: redis.Redis) -> list[str]:
@@ -509,7 +523,7 @@ def test_events_replay_failed_reopens_and_enqueues(cli: Cli, private_redis: Loca
 
         result = cli.ok("events", "replay", "--failed", REDIS_URL=private_redis.url)
 
-        assert result.stdout.strip().splitlines()[-1] == "replayed 1 events"
+        assert result.stdout.strip().splitlines()[-1] == "replayed 1 event"
         status, attempts, _ = event_row(cli.database_url, "evt_a")
         assert (status, attempts) == ("pending", 0)
         assert event_row(cli.database_url, "evt_b") == ("pending", 0, None)
@@ -536,7 +550,7 @@ def test_events_replay_by_id_and_unknown_id(cli: Cli, private_redis: LocalRedis)
         result = cli("events", "replay", "evt_a", "evt_nope", REDIS_URL=private_redis.url)
 
         assert_exit(result, 1)
-        assert "replayed 1 events" in result.stdout
+        assert "replayed 1 event\n" in result.stdout
         assert "unknown event evt_nope" in result.stderr
         assert [job.split(":replay:")[0] for job in queued_job_ids(client)] == ["evt:evt_a"]
     finally:
@@ -552,6 +566,58 @@ def test_events_replay_closes_its_redis_connections(cli: Cli, private_redis: Loc
         cli.ok("events", "replay", "--failed", REDIS_URL=private_redis.url)
 
     assert [str(w.message) for w in leaks] == []
+
+
+# --- send ---------------------------------------------------------------------------------------
+
+
+def test_send_paid_checkout_session_makes_the_order_paid(
+    cli: Cli, private_redis: LocalRedis, tmp_path: Path
+) -> None:
+    """A `send --paid` checkout.session.completed, received by `serve` and reconciled by a burst
+    worker, makes the registered order paid."""
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        client.flushall()  # a private server of this module: never the shared one
+    finally:
+        client.close()
+    cli.ok("orders", "add", "o1", "--amount", "2000", "--currency", "EUR")
+    env = cli_env(
+        DATABASE_URL=cli.database_url,
+        REDIS_URL=private_redis.url,
+        WOOSHPAY_WEBHOOK_SECRETS=SEND_SECRET,
+        LOG_FORMAT="json",
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/webhooks/wooshpay"
+    serve = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    paid_session = ["send", "checkout.session.completed", "--paid"]
+    with running_cli(serve, env=env, workdir=tmp_path) as server:
+        wait_for_http("127.0.0.1", port, process=server)
+        sent = cli.ok(*paid_session, "--order-id", "o1", "--url", url, "--secret", SEND_SECRET)
+        assert "HTTP 200" in sent.stdout
+
+    worker = run_cli(["worker", "--burst", "--metrics-port", "0"], env=env)
+
+    assert worker.returncode == 0, describe(worker)
+    order = cli.json("orders", "show", "o1")
+    assert (order["status"], order["amount_received"], order["needs_review"]) == (
+        "paid",
+        2000,
+        False,
+    )
+    assert order["checkout_session_id"].startswith("cs_")
+
+
+def test_send_help_lists_event_types_and_explains_every_option() -> None:
+    """`send --help` lists every event type it builds, one a line, and every option has help."""
+    result = CliRunner().invoke(main, ["send", "--help"], env=dict.fromkeys(SETTINGS_VARIABLES))
+
+    assert_exit(result, 0)
+    assert {line.strip() for line in result.stdout.splitlines()} >= set(SUPPORTED_TYPES)
+    unexplained = [p.name for p in send.params if isinstance(p, click.Option) and not p.help]
+    assert unexplained == []
+    assert "--paid" in result.stdout
 
 
 # --- configuration errors -----------------------------------------------------------------------
@@ -621,7 +687,7 @@ COMMAND_PATHS = _command_paths(main)
 
 
 def test_every_documented_command_exists() -> None:
-    """The command line offers every command SPEC §7 documents."""
+    """The command line offers every command the README's Commands table documents."""
     assert {" ".join(path) for path in COMMAND_PATHS if path} >= DOCUMENTED_COMMANDS
 
 

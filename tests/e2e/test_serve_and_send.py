@@ -20,6 +20,7 @@ import pytest
 from service.local_redis import LocalRedis, free_port, start_local_redis
 from service.store.engine import create_engine
 from service.store.inbox import EventRecord, list_events
+from tests.support.leaks import webhook_secret
 from tests.support.processes import (
     CliProcess,
     cli_env,
@@ -30,7 +31,7 @@ from tests.support.processes import (
     wait_for_http,
 )
 
-SECRET = "whsec_e2e_0123456789abcdef_never_logged"
+SECRET = webhook_secret("e2e")
 HOST = "127.0.0.1"
 # Planted in hand-written events: a full payload must never reach a log line.
 PAYLOAD_MARKER = "payload-marker-7f3a9c"
@@ -110,7 +111,7 @@ def module_stack(
     workdir = tmp_path_factory.mktemp("e2e")
     database_url = f"sqlite:///{workdir / 'orders.db'}"
     env = cli_env(
-        WOOSHPAY_WEBHOOK_SECRETS=f"whsec_previous_secret, {SECRET}",
+        WOOSHPAY_WEBHOOK_SECRETS=f"{webhook_secret('previous')}, {SECRET}",
         DATABASE_URL=database_url,
         REDIS_URL=private_redis.url,
         LOG_FORMAT="json",

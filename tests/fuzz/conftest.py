@@ -63,6 +63,20 @@ async def client(settings: Settings, engine: AsyncEngine, redis: ArqRedis) -> As
     await started.close()
 
 
+@contextlib.asynccontextmanager
+async def raw_socket(
+    host: str, port: int | None
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A plain TCP connection to the server, closed on the way out (for hand-written HTTP)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
 @dataclass(frozen=True, slots=True)
 class RawAnswer:
     """What a server sent back on a raw connection: status (None when it sent nothing)."""

@@ -1,4 +1,4 @@
-"""Slow and abusive HTTP clients against a real `serve` process (SPEC §6, §8).
+"""Slow and abusive HTTP clients against a real `serve` process (README).
 
 One `wooshpay-webhooks serve` subprocess for the module, on a migrated SQLite file and a private
 redis-server (the CLI's queue name is fixed), reached over loopback. Each test runs an attack
@@ -38,7 +38,8 @@ from service.sender import EventOptions, build_event, encode_event
 from service.signatures import sign_header
 from service.store.engine import create_engine
 from service.store.schema import events
-from tests.fuzz.conftest import RawAnswer, http_request, parse_status
+from tests.fuzz.conftest import RawAnswer, http_request, parse_status, raw_socket
+from tests.support.leaks import webhook_secret
 from tests.support.processes import (
     CliProcess,
     cli_env,
@@ -49,7 +50,7 @@ from tests.support.processes import (
 )
 from tests.support.waiting import eventually
 
-SECRET: Final = "whsec_abusive_clients_0123456789"
+SECRET: Final = webhook_secret("abusive")
 WRONG_SECRET: Final = "whsec_an_attacker_guess"
 HOST: Final = "127.0.0.1"
 PATH: Final = "/webhooks/wooshpay"
@@ -250,17 +251,10 @@ async def queue_depth(redis_url: str) -> int:
         await client.aclose()
 
 
-@contextlib.asynccontextmanager
-async def raw_connection(
+def raw_connection(
     port: int,
-) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+) -> contextlib.AbstractAsyncContextManager[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    return raw_socket(HOST, port)
 
 
 async def read_answer(reader: asyncio.StreamReader, *, timeout_s: float) -> RawAnswer:
@@ -531,7 +525,7 @@ async def test_decompression_bombs_cost_no_more_than_their_bytes(live: Server) -
 
 
 async def test_malformed_requests_do_not_write_payloads_to_the_logs(live: Server) -> None:
-    """SPEC §8: full payloads never appear in logs. Requests that the HTTP parser refuses carry a
+    """Full payloads never appear in logs. Requests that the HTTP parser refuses carry a
     marker in their body; after they are answered, no server log line contains it."""
     document = build_event(
         "payment_intent.succeeded",

@@ -1,4 +1,4 @@
-"""Ingress fuzzing (SPEC §2, §6, §8): hostile deliveries against the running app.
+"""Ingress fuzzing (README, docs/wooshpay.md): hostile deliveries against the running app.
 
 The app is `create_app` behind aiohttp's TestServer, on SQLite and on PostgreSQL (the root
 conftest's `engine`/`settings`), with its own arq queue. Every test checks the same contract:
@@ -6,12 +6,13 @@ conftest's `engine`/`settings`), with its own arq queue. Every test checks the s
 - the answer is never 500: 400 for anything not signed with the secret, 200/400/413 for signed
   bodies, and the process keeps answering /healthz;
 - a body not signed with the secret is never recorded and never enqueued;
-- a signed body that is not an event envelope (SPEC §6: `id`, `type`, `created`, `data.object`)
+- a signed body that is not an event envelope (README, HTTP: `id`, `type`, `created`, `data.object`)
   gets 400 and is not recorded; one that is an envelope gets 200 and is recorded once;
 - an accepted envelope whose `data.object` cannot be understood is, once reconciled, parked as
   `failed` without touching any order; an understandable one is applied, stale or retried.
 
-Two oracles, written from the SPEC rather than from `service.events`, decide what each body is:
+Two oracles, written from the documented contract rather than from `service.events`, decide
+what each body is:
 `envelope_oracle` (ingress) and `object_problems` (reconciler). The example budget is small by
 default; FUZZ_EXAMPLES raises it (and widens the field walk to every event type).
 """
@@ -108,7 +109,7 @@ def _short_text(value: object) -> TypeGuard[str]:
 
 
 def envelope_oracle(body: bytes) -> Envelope | None:
-    """The event envelope `body` carries (SPEC §6), or None when it is not one.
+    """The event envelope `body` carries (README, HTTP), or None when it is not one.
 
     JSON over HTTP is UTF-8 (RFC 8259); Python's parser is the reference for the JSON grammar,
     including duplicate keys (the last one wins). Its NaN/Infinity/-Infinity literals are not
@@ -178,7 +179,8 @@ def _metadata_order_id(obj: Mapping[str, Json]) -> object:
 
 
 def object_problems(event_type: str, obj: Mapping[str, Json]) -> list[str]:
-    """Why the reconciler cannot use this `data.object` (SPEC §2, §3); empty when it can."""
+    """Why the reconciler cannot use this `data.object` (docs/wooshpay.md, workers/apply.py);
+    empty when it can."""
     checks: dict[str, bool]
     if event_type in PAYMENT_INTENT_TYPES:
         checks = {
@@ -1255,7 +1257,7 @@ async def test_undecodable_content_encoding_is_400_not_500(
     coding: str,
     garbage: bytes,
 ) -> None:
-    """A body whose Content-Encoding does not decode is bad input (SPEC §6: never 500), signed
+    """A body whose Content-Encoding does not decode is bad input (README, HTTP: never 500), signed
     or not; nothing is recorded or enqueued, and the process keeps serving."""
     for signature in (None, signature_for(garbage)):
         headers = [

@@ -28,6 +28,7 @@ from service.cli import main
 from service.events import IN_SCOPE_TYPES
 from service.http import WEBHOOK_PATH, create_app
 from service.metrics import IngressMetrics
+from service.secrets import Secret, SecretUrl
 from service.settings import Settings
 from service.store.schema import EVENT_STATUSES
 from workers import apply
@@ -285,7 +286,9 @@ async def _healthcheck(*ports: int) -> int:
 
 async def test_healthcheck_passes_on_a_running_ingress(tmp_path: Path) -> None:
     """The image's health check succeeds against the ingress's /healthz."""
-    settings = Settings(("whsec_probe",), database_url=f"sqlite:///{tmp_path / 'orders.db'}")
+    settings = Settings(
+        (Secret("whsec_probe"),), database_url=SecretUrl(f"sqlite:///{tmp_path / 'orders.db'}")
+    )
     server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     try:
@@ -416,7 +419,7 @@ def test_k8s_ingress_gets_the_webhook_secret_and_workers_do_not() -> None:
 
 
 def _ingress_get_paths() -> set[str]:
-    app = create_app(Settings(("whsec_routes",)))
+    app = create_app(Settings((Secret("whsec_routes"),)))
     return {
         route.resource.canonical
         for route in app.router.routes()

@@ -1,4 +1,4 @@
-"""Integration tests of the webhook ingress (SPEC §2, §6, §8) against real stores and real Redis.
+"""Integration tests of the webhook ingress (README, docs/wooshpay.md) on real stores and Redis.
 
 Every test drives `service.http.create_app` through aiohttp's TestServer/TestClient. Tests that
 touch the order store run once on SQLite and once on PostgreSQL (the `engine`/`settings`
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.http import create_app
 from service.local_redis import LocalRedis, start_local_redis
 from service.queue import RECONCILE_FUNCTION, create_redis, deserialize_job, job_id_for
+from service.secrets import Secret, SecretUrl
 from service.sender import encode_event
 from service.settings import Settings
 from service.signatures import compute_signature, sign_header
@@ -227,7 +228,9 @@ async def test_valid_signature_variants_are_accepted(
 ) -> None:
     """Any v1 matching any configured secret within the tolerance is accepted (rotation, extra v1
     and unknown elements, upper-case hex, t in ms), even for an event created days before t."""
-    rotated = dataclasses.replace(settings, webhook_secrets=(SECRET, "whsec_new_rotated"))
+    rotated = dataclasses.replace(
+        settings, webhook_secrets=(Secret(SECRET), Secret("whsec_new_rotated"))
+    )
     client = await open_client(create_app(rotated, engine=engine, redis=redis))
     try:
         # The event was created three days ago: every redelivery is signed afresh, never too old.
@@ -541,7 +544,9 @@ async def test_unreachable_store_answers_503_and_enqueues_nothing(
     """When the order store cannot record the event the answer is 503 with an error (so WooshPay
     retries), no job is enqueued, and /readyz is 503 with the database unavailable."""
     settings = Settings(
-        webhook_secrets=(SECRET,), redis_url=redis_url, database_url=unreachable_store_url
+        webhook_secrets=(Secret(SECRET),),
+        redis_url=SecretUrl(redis_url),
+        database_url=SecretUrl(unreachable_store_url),
     )
     # The app opens (and closes) its own engine on the unreachable URL.
     client = await open_client(create_app(settings, redis=redis))

@@ -1,4 +1,4 @@
-"""Integration tests of the ingress's observability (SPEC §6, §8): Prometheus metrics and
+"""Integration tests of the ingress's observability (README): Prometheus metrics and
 structured logs, on SQLite and PostgreSQL, with real Redis.
 
 Logs are captured with `structlog.testing.capture_logs`, with `merge_contextvars` (which binds
@@ -21,6 +21,7 @@ from structlog.typing import EventDict
 from service import http, inbox_writer
 from service.http import create_app
 from service.logs import redact
+from service.secrets import Secret, SecretUrl
 from service.settings import Settings
 from tests.support.webhooks import (
     SECRET,
@@ -218,9 +219,9 @@ async def test_request_duration_histogram_counts_413_and_store_errors(
     """Requests refused for size or an unreachable store are still counted as received and
     rejected by reason, and their durations observed."""
     unreachable = Settings(
-        webhook_secrets=(SECRET,),
-        redis_url=redis_url,
-        database_url=f"sqlite:///{tmp_path / 'missing' / 'orders.db'}",
+        webhook_secrets=(Secret(SECRET),),
+        redis_url=SecretUrl(redis_url),
+        database_url=SecretUrl(f"sqlite:///{tmp_path / 'missing' / 'orders.db'}"),
         max_body_bytes=2048,
     )
     client = await open_client(create_app(unreachable, redis=redis))

@@ -26,6 +26,7 @@ from service.http import create_app
 from service.local_redis import LocalRedis, start_local_redis
 from service.queue import DEFAULT_QUEUE_NAME, create_redis
 from service.replay import execute_replay, plan_replay
+from service.secrets import SecretUrl
 from service.sender import EventOptions, build_event, encode_event
 from service.settings import Settings
 from service.store.inbox import NewEvent, get_event, list_events, record_event
@@ -89,7 +90,7 @@ def private_redis() -> Iterator[LocalRedis]:
 
 
 def secret_of(settings: Settings) -> str:
-    return settings.webhook_secrets[0]
+    return settings.webhook_secrets[0].reveal()
 
 
 # Jobs released at once in the racing tests: each job holds a database connection while it
@@ -352,7 +353,7 @@ async def test_four_worker_processes_racing(
     order_id = "ord_race_2"
     events = many_events_flow(order_id)
     plan = deliveries(events, random.Random(99))
-    private = replace(settings, redis_url=private_redis.url)
+    private = replace(settings, redis_url=SecretUrl(private_redis.url))
     logs = [tmp_path / f"worker-{n}.log" for n in range(4)]
     pool = create_redis(private_redis.url, queue_name=DEFAULT_QUEUE_NAME)
     processes: list[subprocess.Popen[bytes]] = []
@@ -474,7 +475,7 @@ async def test_stopped_worker_process_closes_its_redis_connections(
     engine: AsyncEngine, settings: Settings, private_redis: LocalRedis, queue_name: str
 ) -> None:
     """A stopped (non-burst) worker process leaves no Redis connection of its own open."""
-    private = replace(settings, redis_url=private_redis.url)
+    private = replace(settings, redis_url=SecretUrl(private_redis.url))
     order_id = "ord_sweep_1"
     events = sofort_payment(new_clock(), order_id)[-1:]
     await register_order(engine, order_id)
@@ -487,7 +488,7 @@ async def test_stopped_worker_process_closes_its_redis_connections(
 
     def redis_factory() -> ArqRedis:
         # What WorkerProcess does by default, keeping a handle to clean up after a leak.
-        client = create_redis(private.redis_url, queue_name=queue_name)
+        client = create_redis(private.redis_url.reveal(), queue_name=queue_name)
         created.append(client)
         return client
 

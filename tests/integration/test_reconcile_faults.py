@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.http import create_app
 from service.local_redis import LocalRedis, start_local_redis
 from service.queue import DEFAULT_QUEUE_NAME, create_redis, job_id_for
+from service.secrets import SecretUrl
 from service.settings import Settings
 from service.store import engine as engine_module
 from service.store.engine import create_engine
@@ -203,7 +204,9 @@ async def test_redis_flush_after_accept_is_swept(
     engine: AsyncEngine, settings: Settings, queue_name: str, private_redis: LocalRedis
 ) -> None:
     """Events accepted before Redis lost everything are re-enqueued by the sweeper and applied."""
-    private = replace(settings, redis_url=private_redis.url, retry_max_attempts=PATIENT_ATTEMPTS)
+    private = replace(
+        settings, redis_url=SecretUrl(private_redis.url), retry_max_attempts=PATIENT_ATTEMPTS
+    )
     order_id = "ord_flush_1"
     flow = sofort_flow(order_id)
     order_terms = await register_order(engine, order_id)
@@ -211,7 +214,9 @@ async def test_redis_flush_after_accept_is_swept(
     try:
         app = create_app(private, engine=engine, redis=before)
         async with TestClient(TestServer(app)) as client:
-            answers = await post_events(client, flow.all_events, private.webhook_secrets[0])
+            answers = await post_events(
+                client, flow.all_events, private.webhook_secrets[0].reveal()
+            )
         assert all(answer["duplicate"] is False for answer in answers)
         assert await before.zcard(queue_name) == len(flow.all_events)
     finally:
@@ -247,13 +252,15 @@ async def test_store_down_job_retries_then_applies(
     engine: AsyncEngine, settings: Settings, proxy: TcpProxy
 ) -> None:
     """With the database unreachable the job raises arq Retry; once it is back, it applies."""
-    proxied = replace(settings, database_url=proxy.url_for(settings.database_url))
+    proxied = replace(
+        settings, database_url=SecretUrl(proxy.url_for(settings.database_url.reveal()))
+    )
     order_id = "ord_down_1"
     events = sofort_payment(new_clock(), order_id)[-1:]  # the succeeded event
     (event_id,) = event_ids(events)
     order_terms = await register_order(engine, order_id)
     await record(engine, events)
-    deps = WorkerDeps(proxied, create_engine(proxied.database_url), WorkerMetrics())
+    deps = WorkerDeps(proxied, create_engine(proxied.database_url.reveal()), WorkerMetrics())
     try:
         async with deps.engine.connect() as connection:  # a pooled connection, soon dead
             assert await connection.scalar(text("SELECT 1")) == 1
@@ -290,7 +297,9 @@ async def test_store_cut_mid_transaction_worker_recovers(
     proxy: TcpProxy,
 ) -> None:
     """A running worker whose database vanishes mid-job keeps retrying and applies once back."""
-    proxied = replace(settings, database_url=proxy.url_for(settings.database_url))
+    proxied = replace(
+        settings, database_url=SecretUrl(proxy.url_for(settings.database_url.reveal()))
+    )
     order_id = "ord_down_2"
     events = sofort_payment(new_clock(), order_id)[-1:]
     (event_id,) = event_ids(events)
@@ -300,7 +309,7 @@ async def test_store_cut_mid_transaction_worker_recovers(
     pools: list[ArqRedis] = []
 
     def redis_factory() -> ArqRedis:
-        pool = create_redis(settings.redis_url, queue_name=queue_name)
+        pool = create_redis(settings.redis_url.reveal(), queue_name=queue_name)
         pools.append(pool)
         return pool
 
@@ -358,7 +367,7 @@ async def test_store_connection_killed_mid_job_is_retried(
     (event_id,) = event_ids(events)
     order_terms = await register_order(engine, order_id)
     await record(engine, events)
-    deps = WorkerDeps(settings, create_engine(settings.database_url), WorkerMetrics())
+    deps = WorkerDeps(settings, create_engine(settings.database_url.reveal()), WorkerMetrics())
     try:
         async with order_locked(engine, order_id):
             job = asyncio.create_task(reconcile_event({DEPS_KEY: deps, "job_try": 1}, event_id))
@@ -408,7 +417,7 @@ async def test_statement_stuck_behind_a_lock_is_cancelled_by_the_server(
     (event_id,) = event_ids(events)
     await register_order(engine, order_id)
     await record(engine, events)
-    deps = WorkerDeps(settings, create_engine(settings.database_url), WorkerMetrics())
+    deps = WorkerDeps(settings, create_engine(settings.database_url.reveal()), WorkerMetrics())
     try:
         async with order_locked(engine, order_id):
             started = time.monotonic()

@@ -33,6 +33,8 @@ from service.signatures import sign_header
 from service.store.inbox import NewEvent, list_events, record_event
 from service.store.orders import OrderView, add_order, get_order
 from service.store.schema import orders
+from tests.support import leak_watch
+from tests.support.leaks import add_customer
 from tests.support.processes import cli_env
 from workers.main import WorkerProcess
 from workers.metrics import WorkerMetrics
@@ -44,7 +46,7 @@ CURRENCY: Final = "EUR"
 # Events of one flow are stamped this far apart, so `created` strictly increases.
 STEP_MS: Final = 1_000
 # Retry budget for tests that enqueue a whole flow at once: a refund finds its order only once a
-# PaymentIntent event has linked it, and retries meanwhile (SPEC section 3); 3 fast attempts
+# PaymentIntent event has linked it, and retries meanwhile (workers/apply.py); 3 fast attempts
 # (the `settings` fixture) could park it as `failed` while the payment still waits in the queue.
 PATIENT_ATTEMPTS: Final = 10
 
@@ -69,9 +71,10 @@ def new_clock(*, hours_ago: float = 1.0) -> Clock:
 
 
 def event(clock: Clock, event_type: str, order_id: str, **options: Any) -> Event:
-    """One realistic event for `order_id`, stamped with the clock's next timestamp."""
+    """One realistic event for `order_id`, stamped with the clock's next timestamp, naming the
+    canary customer (tests.support.leaks) where WooshPay names a customer."""
     opts = EventOptions(order_id=order_id, amount=options.pop("amount", AMOUNT), **options)
-    return build_event(event_type, opts, now_ms=clock.tick())
+    return add_customer(build_event(event_type, opts, now_ms=clock.tick()))
 
 
 def refund(
@@ -324,13 +327,15 @@ def start_cli_worker(
 ) -> subprocess.Popen[bytes]:
     """Start a CLI worker writing stdout and stderr to `log`."""
     with log.open("ab") as out:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             cli_worker_command(via_uv=via_uv),
             cwd=PROJECT_ROOT,
             env=env,
             stdout=out,
             stderr=out,
         )
+    leak_watch.watch_file(log, process)
+    return process
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

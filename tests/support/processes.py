@@ -2,6 +2,7 @@
 
 Output goes to files rather than pipes, so a chatty server can never block on a full pipe while
 the test waits for it; `stop()` sends SIGTERM, waits with a deadline and returns what it printed.
+Everything a command prints is also searched for canaries (tests.support.leak_watch).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from tests.support import leak_watch
 
 CLI_NAME: Final = "wooshpay-webhooks"
 # Every variable Settings reads: scrubbed from the inherited environment so that a developer's
@@ -75,7 +78,7 @@ def run_cli(
     args: Sequence[str], *, env: Mapping[str, str], timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> subprocess.CompletedProcess[str]:
     """Run one CLI command to its end and capture its output (text)."""
-    return subprocess.run(
+    result = subprocess.run(
         [*cli_command(), *args],
         env=dict(env),
         stdin=subprocess.DEVNULL,
@@ -84,6 +87,11 @@ def run_cli(
         timeout=timeout_s,
         check=False,
     )
+    # Named by the command only: the arguments may hold a secret (`send --secret`).
+    command = args[0] if args else CLI_NAME
+    leak_watch.watch_output(f"`{command}` stdout", result.stdout)
+    leak_watch.watch_output(f"`{command}` stderr", result.stderr)
+    return result
 
 
 def run_cli_concurrently(
@@ -170,6 +178,8 @@ def start_cli(args: Sequence[str], *, env: Mapping[str, str], workdir: Path) -> 
         process = subprocess.Popen(
             command, env=dict(env), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
         )
+    leak_watch.watch_file(stdout_path, process)
+    leak_watch.watch_file(stderr_path, process)
     return CliProcess(command, process, stdout_path, stderr_path)
 
 

@@ -21,6 +21,7 @@ from service.sender import EventOptions, build_event, encode_event
 from service.signatures import sign_header
 from service.store.schema import events
 from tests.conftest import SECRET
+from tests.support.leaks import add_customer
 
 __all__ = [
     "SECRET",
@@ -52,9 +53,11 @@ def event_dict(
     order_id: str = "order-1",
     now_ms: int | None = None,
 ) -> dict[str, Any]:
-    """A realistic WooshPay event (fresh random id) as a mutable dict."""
+    """A realistic WooshPay event (fresh random id) as a mutable dict, naming the canary customer
+    (tests.support.leaks) where WooshPay names a customer."""
     created = int(time.time() * 1000) if now_ms is None else now_ms
-    return build_event(event_type, EventOptions(order_id=order_id), now_ms=created)
+    event = build_event(event_type, EventOptions(order_id=order_id), now_ms=created)
+    return add_customer(event)
 
 
 def signed_headers(

@@ -14,6 +14,7 @@ import pytest
 import structlog
 
 from service.logs import configure_logging
+from tests.support.logging_state import logging_restored
 
 SECRET = "whsec_must_never_be_logged"
 SIGNATURE = "t=1754477408,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd"
@@ -23,24 +24,8 @@ BODY = '{"id":"evt_secret_body","data":{"object":{"card":"4242"}}}'
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """configure_logging changes process-wide state: put it back so other tests are unaffected."""
-    root = logging.getLogger()
-    root_handlers, root_level = root.handlers[:], root.level
-    access = logging.getLogger("aiohttp.access")
-    access_level, access_propagate = access.level, access.propagate
-    was_configured = structlog.is_configured()
-    config = structlog.get_config()
-    yield
-    for handler in root.handlers:
-        if handler not in root_handlers:
-            handler.close()
-    root.handlers[:] = root_handlers
-    root.setLevel(root_level)
-    access.setLevel(access_level)
-    access.propagate = access_propagate
-    if was_configured:
-        structlog.configure(**config)
-    else:
-        structlog.reset_defaults()
+    with logging_restored():
+        yield
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:
@@ -232,3 +217,32 @@ def test_a_line_logged_outside_a_loop_is_written_at_once(
     thread.start()
     thread.join()
     assert _one_line(capsys.readouterr().err, "thread.line")["logger"] == "service.test"
+
+
+def _fail_with_sensitive_locals() -> None:
+    """Raise from a frame whose locals hold a secret and a customer's data."""
+    webhook_secret = SECRET  # noqa: F841 - a local variable the traceback must not show
+    body = BODY  # noqa: F841 - likewise
+    raise RuntimeError("apply failed")
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+@pytest.mark.parametrize("logger_kind", ["structlog", "stdlib"])
+def test_tracebacks_show_no_local_variables(
+    log_format: str, logger_kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception logged with its traceback, by structlog or a stdlib logger (arq, aiohttp), in
+    either format, names the frames but never prints their local variables."""
+    configure_logging(log_format=log_format, level="INFO")
+    try:
+        _fail_with_sensitive_locals()
+    except RuntimeError:
+        if logger_kind == "structlog":
+            structlog.get_logger("service.test").exception("job.error")
+        else:
+            logging.getLogger("arq.worker").exception("job failed")
+    err = capsys.readouterr().err
+    assert "_fail_with_sensitive_locals" in err, "the traceback itself is kept"
+    assert "apply failed" in err
+    assert SECRET not in err
+    assert "evt_secret_body" not in err

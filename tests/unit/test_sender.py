@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from service import events
+from service.domain.orders import OrderTerms, project
 from service.sender import (
     SUPPORTED_TYPES,
     EventOptions,
@@ -184,6 +185,41 @@ def test_checkout_session_fields(event_type: str, status: str, created: int) -> 
     assert obj["expires_at"] == created + DAY_MS
     assert obj["payment_intent"].startswith("pi_")
     assert obj["url"].startswith("https://checkouttest.wooshpay.com/pay/")
+
+
+def test_paid_checkout_session_is_complete_and_paid() -> None:
+    """`paid` gives a complete session paid by card, with its total, currency and PaymentIntent."""
+    obj = _object(
+        _build(
+            "checkout.session.completed", order_id="order-3", amount=1250, currency="gbp", paid=True
+        )
+    )
+    intent = _object(_build("payment_intent.succeeded", order_id="order-3"))
+
+    assert (obj["status"], obj["payment_status"]) == ("complete", "paid")
+    assert (obj["amount_total"], obj["currency"]) == (1250, "GBP")
+    assert obj["payment_intent"] == intent["id"]
+    assert obj["payment_method_types"] == ["card"]
+    assert obj["client_reference_id"] == "order-3"
+
+
+def test_paid_checkout_session_pays_the_order() -> None:
+    """Parsed by the service, a paid session alone makes an order with matching terms paid."""
+    event = _build("checkout.session.completed", order_id="order-3", amount=1250, paid=True)
+    parsed = events.parse_payment_event(events.parse_envelope(encode_event(event)))
+
+    state = project(OrderTerms("order-3", 1250, "EUR"), [parsed])
+
+    assert (state.status, state.amount_received, state.needs_review) == ("paid", 1250, False)
+
+
+@pytest.mark.parametrize(
+    "event_type", [t for t in SUPPORTED_TYPES if t != "checkout.session.completed"]
+)
+def test_paid_applies_only_to_a_completed_session(event_type: str) -> None:
+    """`paid` on any other event type is refused with ValueError rather than ignored."""
+    with pytest.raises(ValueError, match=r"paid applies only to checkout\.session\.completed"):
+        build_event(event_type, EventOptions(order_id="order-3", paid=True), now_ms=NOW_MS)
 
 
 def test_refund_fields_come_from_options() -> None:

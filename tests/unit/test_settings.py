@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from service.secrets import Secret, SecretUrl
 from service.settings import Settings, SettingsError
 
 PASSWORD = "hunter2-do-not-log"
@@ -28,8 +29,8 @@ def test_defaults_match_the_documented_table() -> None:
     settings = _load({})
 
     assert settings.webhook_secrets == ()
-    assert settings.redis_url == "redis://localhost:6379/0"
-    assert settings.database_url == "sqlite:///./orders.db"
+    assert settings.redis_url.reveal() == "redis://localhost:6379/0"
+    assert settings.database_url.reveal() == "sqlite:///./orders.db"
     assert settings.tolerance_s == 300
     assert settings.retry_max_attempts == 8
     assert settings.retry_base_delay_s == 2.0
@@ -76,9 +77,9 @@ def test_every_variable_is_parsed() -> None:
     )
 
     assert settings == Settings(
-        webhook_secrets=("whsec_new", "whsec_old"),
-        redis_url="rediss://:pw@redis.internal:6380/2",
-        database_url="postgresql://app:pw@db.internal:5432/orders",
+        webhook_secrets=(Secret("whsec_new"), Secret("whsec_old")),
+        redis_url=SecretUrl("rediss://:pw@redis.internal:6380/2"),
+        database_url=SecretUrl("postgresql://app:pw@db.internal:5432/orders"),
         tolerance_s=120,
         retry_max_attempts=3,
         retry_base_delay_s=0.25,
@@ -97,7 +98,11 @@ def test_secrets_are_split_trimmed_and_empty_items_dropped() -> None:
     settings = _load(
         {"WOOSHPAY_WEBHOOK_SECRETS": " whsec_a , whsec_b,, ,whsec_c ,"}, require_secrets=True
     )
-    assert settings.webhook_secrets == ("whsec_a", "whsec_b", "whsec_c")
+    assert [secret.reveal() for secret in settings.webhook_secrets] == [
+        "whsec_a",
+        "whsec_b",
+        "whsec_c",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -110,7 +115,7 @@ def test_secrets_are_split_trimmed_and_empty_items_dropped() -> None:
 )
 def test_redis_url_schemes_accepted(url: str) -> None:
     """REDIS_URL accepts the redis, rediss and unix socket schemes."""
-    assert _load({"REDIS_URL": url}).redis_url == url
+    assert _load({"REDIS_URL": url}).redis_url.reveal() == url
 
 
 @pytest.mark.parametrize(
@@ -125,7 +130,7 @@ def test_redis_url_schemes_accepted(url: str) -> None:
 )
 def test_database_url_schemes_accepted(url: str) -> None:
     """DATABASE_URL accepts PostgreSQL and SQLite SQLAlchemy URLs."""
-    assert _load({"DATABASE_URL": url}).database_url == url
+    assert _load({"DATABASE_URL": url}).database_url.reveal() == url
 
 
 def test_settings_read_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,7 +138,7 @@ def test_settings_read_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("WOOSHPAY_WEBHOOK_SECRETS", "whsec_from_env")
     monkeypatch.setenv("RETRY_MAX_ATTEMPTS", "4")
     settings = Settings.from_env()
-    assert settings.webhook_secrets == ("whsec_from_env",)
+    assert settings.webhook_secrets == (Secret("whsec_from_env"),)
     assert settings.retry_max_attempts == 4
 
 
@@ -204,5 +209,5 @@ def test_settings_are_frozen() -> None:
     """Settings cannot be changed after construction."""
     settings = _load({})
     with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.redis_url = "redis://elsewhere:6379/0"  # type: ignore[misc]
-    assert settings.redis_url == "redis://localhost:6379/0"
+        settings.redis_url = SecretUrl("redis://elsewhere:6379/0")  # type: ignore[misc]
+    assert settings.redis_url.reveal() == "redis://localhost:6379/0"
