@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE_LATEST
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from service.events import IN_SCOPE_TYPES
+from service.wooshpay.events import IN_SCOPE_TYPES
 
 NAMESPACE = "wooshpay"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

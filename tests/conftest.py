@@ -25,7 +25,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.local_redis import ensure_redis
+from service.devtools.local_redis import ensure_redis
 from service.queue import create_redis
 from service.secrets import Secret, SecretUrl
 from service.settings import Settings

@@ -17,7 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.domain.orders import project
 from service.domain.refunds import RefundState
-from service.events import (
+from service.store import orders as order_store
+from service.store.engine import DriverTransaction, Query, driver_transaction
+from service.store.orders import OrderView
+from service.store.schema import events
+from service.wooshpay.events import (
     REFUND_TYPES,
     CheckoutSession,
     InvalidEvent,
@@ -28,10 +32,6 @@ from service.events import (
     parse_envelope,
     parse_payment_event,
 )
-from service.store import orders as order_store
-from service.store.engine import DriverTransaction, Query, driver_transaction
-from service.store.orders import OrderView
-from service.store.schema import events
 from workers.errors import OrderNotFound, PermanentError
 
 APPLIED: Final = "applied"

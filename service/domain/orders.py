@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 from service.domain.refunds import RefundState, refund_status_rank, summarise
-from service.events import CheckoutSession, PaymentEvent, PaymentIntent, Refund
+from service.wooshpay.events import CheckoutSession, PaymentEvent, PaymentIntent, Refund
 
 __all__ = [
     "OrderState",

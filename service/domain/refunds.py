@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from service.events import Refund
+from service.wooshpay.events import Refund
 
 # Tie-break between updates of one refund stamped with the same millisecond: the later stage of a
 # refund's life wins. Customer action comes before the refund is submitted (pending), terminal

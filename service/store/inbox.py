@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import Row, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.events import WebhookEvent
 from service.store.engine import driver_connection
 from service.store.schema import events
+from service.wooshpay.events import WebhookEvent
 
 
 @dataclass(frozen=True, slots=True)

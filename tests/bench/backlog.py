@@ -9,13 +9,13 @@ from typing import Final
 
 from sqlalchemy import func, insert, select
 
+from service.devtools.sender import EventOptions, build_event
 from service.domain.orders import OrderTerms, initial_state
-from service.events import parse_envelope
 from service.queue import create_redis, enqueue_events
-from service.sender import EventOptions, build_event
 from service.store.engine import create_engine
 from service.store.inbox import NewEvent, record_new_events
 from service.store.schema import events, order_links, orders
+from service.wooshpay.events import parse_envelope
 from tests.bench.load import event_bodies
 
 CHUNK: Final = 500

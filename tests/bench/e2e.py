@@ -13,7 +13,7 @@ from typing import Final
 
 from sqlalchemy import select
 
-from service.local_redis import free_port
+from service.devtools.local_redis import free_port
 from service.store.engine import create_engine
 from service.store.schema import events
 from tests.bench import infra

@@ -9,9 +9,9 @@ import sys
 
 from aiohttp import web
 
-from service import http
-from service.cli_common import load_settings
-from service.inbox_writer import InboxWriter, Recorded
+from service.cli.common import load_settings
+from service.ingress import app as http
+from service.ingress.inbox_writer import InboxWriter, Recorded
 from service.store.inbox import NewEvent
 
 

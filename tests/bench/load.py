@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from service.http import WEBHOOK_PATH
-from service.sender import EventOptions, build_event, encode_event
-from service.signatures import sign_header
+from service.devtools.sender import EventOptions, build_event, encode_event
+from service.ingress.app import WEBHOOK_PATH
+from service.wooshpay.signatures import sign_header
 
 # The life of an order as WooshPay reports it; event i is step i // orders of order i % orders,
 # so consecutive events concern different orders (as in production, where one order's events are

@@ -13,7 +13,7 @@ from typing import Any
 from arq import func
 from arq.worker import Worker
 
-from service.cli_common import load_settings
+from service.cli.common import load_settings
 from service.queue import RECONCILE_FUNCTION, create_redis
 from workers.main import JOB_TIMEOUT_S, arq_max_tries, worker_options
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from service.local_redis import start_local_redis
+from service.devtools.local_redis import start_local_redis
 from tests.bench import infra, machine
 from tests.bench.e2e import E2eBench
 from tests.bench.ingest import CONNECTIONS, WARMUP_S, IngestBench

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.local_redis import LocalRedis, start_local_redis
+from service.devtools.local_redis import LocalRedis, start_local_redis
 from service.store.engine import create_engine
 from service.store.migrate import upgrade
 from tests.chaos.infrastructure import require_infrastructure

@@ -24,8 +24,8 @@ from typing import Any, Final
 
 import aiohttp
 
-from service.sender import encode_event
-from service.signatures import sign_header
+from service.devtools.sender import encode_event
+from service.wooshpay.signatures import sign_header
 
 WEBHOOK_PATH: Final = "/webhooks/wooshpay"
 SIGNATURE_HEADER: Final = "Wooshpay-Signature"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.engine import make_url
 
-from service.local_redis import find_redis_server
+from service.devtools.local_redis import find_redis_server
 from tests.support import databases
 
 

@@ -7,7 +7,8 @@ then, a payment that still succeeds after the expiry), cancellation, amount or c
 mismatches, and partial refunds that go pending -> succeeded/failed. Paid orders sometimes also
 get an out-of-scope `charge.succeeded`, which the service must record as `ignored`.
 
-Events are built with `service.sender.build_event`, stamped with a strictly increasing `created`
+Events are built with `service.devtools.sender.build_event`, stamped with a strictly increasing
+`created`
 (milliseconds) in the true order of the order's life, and given ids drawn from the seeded random
 generator, so a seed reproduces a scenario. The plan's fields (outcome, amounts, refunds) are what
 `tests.chaos.oracle` reads; it never looks at the events.
@@ -21,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-from service.sender import EventOptions, build_event
+from service.devtools.sender import EventOptions, build_event
 
 Event = dict[str, Any]
 T = TypeVar("T")

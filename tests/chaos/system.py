@@ -28,7 +28,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.local_redis import LocalRedis, free_port, start_local_redis
+from service.devtools.local_redis import LocalRedis, free_port, start_local_redis
 from service.store.engine import create_engine
 from service.store.migrate import upgrade
 from tests.chaos.proxy import ProxyProcess
@@ -40,7 +40,7 @@ SECRET: Final = webhook_secret("chaos")
 LOOPBACK: Final = "127.0.0.1"
 READY_TIMEOUT_S: Final = 60.0
 KILL_WAIT_S: Final = 10.0
-# The ingress lets in-flight requests finish for 30 s after SIGTERM (service.cli).
+# The ingress lets in-flight requests finish for 30 s after SIGTERM (service.cli.main).
 GRACEFUL_STOP_S: Final = 40.0
 POLL_S: Final = 0.05
 _PR_SET_PDEATHSIG: Final = 1

@@ -17,18 +17,18 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.events import parse_envelope
-from service.local_redis import LocalRedis
+from service.devtools.local_redis import LocalRedis
+from service.devtools.sender import EventOptions, build_event, encode_event
 from service.queue import create_redis, enqueue_event, job_id_for
-from service.sender import EventOptions, build_event, encode_event
 from service.store.engine import create_engine
 from service.store.inbox import NewEvent, record_new_events
+from service.wooshpay.events import parse_envelope
 from tests.support.tcp_proxy import CHUNK_BYTES, TcpProxy
 from workers.sweeper import BATCH_LIMIT, sweep_once
 
 pytestmark = pytest.mark.postgres
 
-GROUP_COMMIT_BATCH = 256  # service.inbox_writer.MAX_BATCH
+GROUP_COMMIT_BATCH = 256  # service.ingress.inbox_writer.MAX_BATCH
 
 
 def _refund_events(count: int, *, tag: str) -> list[NewEvent]:

@@ -27,14 +27,14 @@ import redis
 from click.testing import CliRunner, Result
 from sqlalchemy import text
 
-from service.cli import main
-from service.cli_send import send
-from service.events import parse_envelope
-from service.local_redis import LocalRedis, free_port, start_local_redis
+from service.cli.main import main
+from service.devtools.local_redis import LocalRedis, free_port, start_local_redis
+from service.devtools.send_command import send
+from service.devtools.sender import SUPPORTED_TYPES
 from service.queue import DEFAULT_QUEUE_NAME
-from service.sender import SUPPORTED_TYPES
 from service.store.engine import create_engine
 from service.store.inbox import NewEvent, get_event, record_event
+from service.wooshpay.events import parse_envelope
 from tests.support import databases
 from tests.support.logging_state import logging_restored
 from tests.support.processes import (

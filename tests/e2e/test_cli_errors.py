@@ -24,16 +24,16 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
-from service.cli import main
-from service.cli_common import CommandLine
-from service.cli_store import StoreProblem, in_store
-from service.events import parse_envelope
-from service.local_redis import LocalRedis, free_port, start_local_redis
+from service.cli.common import CommandLine
+from service.cli.main import main
+from service.cli.store_access import StoreProblem, in_store
+from service.devtools.local_redis import LocalRedis, free_port, start_local_redis
+from service.devtools.sender import EventOptions, build_event, encode_event
 from service.secrets import SecretUrl
-from service.sender import EventOptions, build_event, encode_event
 from service.store.engine import create_engine
 from service.store.inbox import NewEvent, record_event
 from service.store.orders import list_orders
+from service.wooshpay.events import parse_envelope
 from tests.support import databases
 from tests.support.processes import (
     SETTINGS_VARIABLES,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.local_redis import LocalRedis, free_port, redis_reachable, start_local_redis
+from service.devtools.local_redis import LocalRedis, free_port, redis_reachable, start_local_redis
 from tests.support.processes import (
     CliProcess,
     cli_command,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from service.local_redis import LocalRedis, free_port, start_local_redis
+from service.devtools.local_redis import LocalRedis, free_port, start_local_redis
 from service.store.engine import create_engine
 from service.store.inbox import EventRecord, list_events
 from tests.support.leaks import webhook_secret

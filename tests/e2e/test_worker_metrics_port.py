@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.local_redis import free_port
+from service.devtools.local_redis import free_port
 from tests.support.processes import cli_env, run_cli, running_cli, wait_for_http
 
 

@@ -23,7 +23,7 @@ from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.http import create_app
+from service.ingress.app import create_app
 from service.settings import Settings
 from tests.support.webhooks import Client, arq_pool, open_client
 

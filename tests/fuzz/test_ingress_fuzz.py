@@ -11,7 +11,7 @@ conftest's `engine`/`settings`), with its own arq queue. Every test checks the s
 - an accepted envelope whose `data.object` cannot be understood is, once reconciled, parked as
   `failed` without touching any order; an understandable one is applied, stale or retried.
 
-Two oracles, written from the documented contract rather than from `service.events`, decide
+Two oracles, written from the documented contract rather than from `service.wooshpay.events`, decide
 what each body is:
 `envelope_oracle` (ingress) and `object_problems` (reconciler). The example budget is small by
 default; FUZZ_EXAMPLES raises it (and widens the field walk to every event type).
@@ -38,13 +38,13 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.devtools.sender import SUPPORTED_TYPES, EventOptions, build_event, encode_event
 from service.domain.orders import OrderTerms
-from service.sender import SUPPORTED_TYPES, EventOptions, build_event, encode_event
 from service.settings import Settings
-from service.signatures import compute_signature, sign_header
 from service.store.inbox import get_event
 from service.store.orders import OrderView, add_order, get_order, list_orders
 from service.store.schema import events
+from service.wooshpay.signatures import compute_signature, sign_header
 from tests.fuzz.conftest import deep_run, fuzz_budget, http_request, raw_exchange
 from tests.support.webhooks import SECRET, SIGNATURE_HEADER, WEBHOOK_PATH, Client
 from workers.metrics import WorkerMetrics

@@ -8,7 +8,7 @@ import pytest_asyncio
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.http import create_app
+from service.ingress.app import create_app
 from service.settings import Settings
 from tests.support.webhooks import Client, open_client
 

@@ -23,14 +23,16 @@ import yaml
 from aiohttp.test_utils import TestServer
 from prometheus_client.metrics import MetricWrapperBase
 
-from service import cli, signatures
-from service.cli import main
-from service.events import IN_SCOPE_TYPES
-from service.http import WEBHOOK_PATH, create_app
+import service.cli.main as cli
+from service.cli.common import DEFAULT_PORT
+from service.cli.main import main
+from service.ingress.app import WEBHOOK_PATH, create_app
 from service.metrics import IngressMetrics
 from service.secrets import Secret, SecretUrl
 from service.settings import Settings
 from service.store.schema import EVENT_STATUSES
+from service.wooshpay import signatures
+from service.wooshpay.events import IN_SCOPE_TYPES
 from workers import apply
 from workers.main import JOB_COMPLETION_WAIT_S, JOB_TIMEOUT_S
 from workers.metrics import WorkerMetrics
@@ -224,7 +226,7 @@ def test_dockerfile_entrypoint_is_the_console_script() -> None:
     (entrypoint,) = _dockerfile("ENTRYPOINT")
     (cmd,) = _dockerfile("CMD")
     assert _exec_form(entrypoint) == [EXECUTABLE]
-    assert scripts[EXECUTABLE] == "service.cli:main"
+    assert scripts[EXECUTABLE] == "service.cli.main:main"
     assert _exec_form(cmd) == ["serve"]
 
 
@@ -265,7 +267,7 @@ def test_dockerfile_runs_as_non_root_without_baked_secrets() -> None:
 def test_dockerfile_exposes_and_health_checks_the_role_ports() -> None:
     """EXPOSE and HEALTHCHECK use the CLI's default ports and the copied health-check script."""
     exposed = {int(port) for arguments in _dockerfile("EXPOSE") for port in arguments.split()}
-    assert exposed == {cli.DEFAULT_PORT, cli.DEFAULT_WORKER_METRICS_PORT}
+    assert exposed == {DEFAULT_PORT, cli.DEFAULT_WORKER_METRICS_PORT}
     (healthcheck,) = _dockerfile("HEALTHCHECK")
     command = _exec_form(healthcheck.split(" CMD ", 1)[1])
     assert command[0] == "python"
@@ -449,7 +451,7 @@ def _container_port(container: Document, port: int | str) -> int:
 def _listening_port(args: list[str]) -> int:
     role = _role(args)
     if role == "serve":
-        return _option_value(args, "--port", cli.DEFAULT_PORT)
+        return _option_value(args, "--port", DEFAULT_PORT)
     assert role == "worker"
     return _option_value(args, "--metrics-port", cli.DEFAULT_WORKER_METRICS_PORT)
 
@@ -651,7 +653,7 @@ EXPRESSIONS = [(f"alert {n}", e) for n, e in _alert_expressions()] + [
 
 
 def _rejection_codes() -> set[str]:
-    http_source = (ROOT / "service" / "http.py").read_text()
+    http_source = (ROOT / "service" / "ingress" / "app.py").read_text()
     codes = {
         signatures.MISSING_SIGNATURE,
         signatures.MALFORMED_SIGNATURE,

@@ -1,6 +1,7 @@
 """Integration tests of the webhook ingress (README, docs/wooshpay.md) on real stores and Redis.
 
-Every test drives `service.http.create_app` through aiohttp's TestServer/TestClient. Tests that
+Every test drives `service.ingress.app.create_app` through aiohttp's TestServer/TestClient. Tests
+that
 touch the order store run once on SQLite and once on PostgreSQL (the `engine`/`settings`
 fixtures); each test has its own arq queue, so `zcard(queue_name)` counts only its own jobs.
 """
@@ -23,13 +24,13 @@ from arq.connections import ArqRedis
 from arq.jobs import Job
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.http import create_app
-from service.local_redis import LocalRedis, start_local_redis
+from service.devtools.local_redis import LocalRedis, start_local_redis
+from service.devtools.sender import encode_event
+from service.ingress.app import create_app
 from service.queue import RECONCILE_FUNCTION, create_redis, deserialize_job, job_id_for
 from service.secrets import Secret, SecretUrl
-from service.sender import encode_event
 from service.settings import Settings
-from service.signatures import compute_signature, sign_header
+from service.wooshpay.signatures import compute_signature, sign_header
 from tests.support.webhooks import (
     SECRET,
     SIGNATURE_HEADER,

@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.typing import EventDict
 
-from service import http
+from service.ingress import app as http
 from service.settings import Settings
 from tests.fuzz.conftest import RawAnswer, parse_status, raw_socket
 from tests.support.webhooks import (
@@ -42,7 +42,7 @@ OVER_LIMIT = 3 * 1024 * 1024
 def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[EventDict]]:
     """Every structlog entry the ingress emits during the test."""
     # A fresh lazy logger: one cached by an earlier configure_logging() would bypass the capture.
-    monkeypatch.setattr(http, "log", structlog.get_logger("service.http"))
+    monkeypatch.setattr(http, "log", structlog.get_logger("service.ingress.app"))
     with structlog.testing.capture_logs() as entries:
         yield entries
 

@@ -18,8 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.typing import EventDict
 
-from service import http, inbox_writer
-from service.http import create_app
+from service.ingress import app as http
+from service.ingress import inbox_writer
+from service.ingress.app import create_app
 from service.logs import redact
 from service.secrets import Secret, SecretUrl
 from service.settings import Settings
@@ -47,8 +48,8 @@ BAD_JSON = b'{"id": "evt_not_json", "type": "payment_intent.succeeded", "created
 def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[EventDict]]:
     """Every structlog entry the ingress emits during the test."""
     # Fresh lazy loggers: one cached by an earlier configure_logging() would bypass the capture.
-    monkeypatch.setattr(http, "log", structlog.get_logger("service.http"))
-    monkeypatch.setattr(inbox_writer, "log", structlog.get_logger("service.inbox_writer"))
+    monkeypatch.setattr(http, "log", structlog.get_logger("service.ingress.app"))
+    monkeypatch.setattr(inbox_writer, "log", structlog.get_logger("service.ingress.inbox_writer"))
     with structlog.testing.capture_logs(
         processors=[structlog.contextvars.merge_contextvars, redact]
     ) as entries:

@@ -1,4 +1,4 @@
-"""Integration tests for service.local_redis against real redis-server processes.
+"""Integration tests for service.devtools.local_redis against real redis-server processes.
 
 Every server a test starts is private (loopback, free port) and is stopped by a fixture. The
 shared Redis on 127.0.0.1:6379 is only ever PINGed, never stopped or flushed.
@@ -21,7 +21,7 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from service.local_redis import (
+from service.devtools.local_redis import (
     LocalRedis,
     RedisUnavailable,
     ensure_redis,
@@ -202,7 +202,7 @@ def test_server_dies_with_killed_parent() -> None:
     script = textwrap.dedent(
         """
         import sys
-        from service.local_redis import start_local_redis
+        from service.devtools.local_redis import start_local_redis
         server = start_local_redis()
         print("READY", server.port, server.process.pid, flush=True)
         sys.stdin.read()

@@ -20,17 +20,17 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.devtools.local_redis import LocalRedis, start_local_redis
+from service.devtools.sender import EventOptions, build_event, encode_event
 from service.domain.orders import OrderState, RefundState
-from service.events import parse_envelope
-from service.http import create_app
-from service.local_redis import LocalRedis, start_local_redis
+from service.ingress.app import create_app
+from service.operations.replay import execute_replay, plan_replay
 from service.queue import DEFAULT_QUEUE_NAME, create_redis
-from service.replay import execute_replay, plan_replay
 from service.secrets import SecretUrl
-from service.sender import EventOptions, build_event, encode_event
 from service.settings import Settings
 from service.store.inbox import NewEvent, get_event, list_events, record_event
 from service.store.orders import add_order
+from service.wooshpay.events import parse_envelope
 from tests.support import databases
 from tests.support.flows import (
     AMOUNT,

@@ -27,8 +27,8 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.http import create_app
-from service.local_redis import LocalRedis, start_local_redis
+from service.devtools.local_redis import LocalRedis, start_local_redis
+from service.ingress.app import create_app
 from service.queue import DEFAULT_QUEUE_NAME, create_redis, job_id_for
 from service.secrets import SecretUrl
 from service.settings import Settings

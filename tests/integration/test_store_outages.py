@@ -27,7 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.http import create_app
+from service.ingress.app import create_app
 from service.secrets import SecretUrl
 from service.settings import Settings
 from service.store import engine as engine_module

@@ -16,7 +16,7 @@ import redis
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.local_redis import LocalRedis, start_local_redis
+from service.devtools.local_redis import LocalRedis, start_local_redis
 from service.store.engine import create_engine
 from tests.support import databases
 from tests.support.leaks import with_redis_password

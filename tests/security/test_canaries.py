@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.events import parse_envelope, parse_payment_event
-from service.sender import EventOptions, build_event, encode_event
-from service.signatures import sign_header
+from service.devtools.sender import EventOptions, build_event, encode_event
+from service.wooshpay.events import parse_envelope, parse_payment_event
+from service.wooshpay.signatures import sign_header
 from tests.chaos.logs import summarise_logs
 from tests.conftest import SECRET
 from tests.support import flows, leak_watch

@@ -20,7 +20,7 @@ from typing import Final
 import aiohttp
 import pytest
 
-from service.local_redis import free_port
+from service.devtools.local_redis import free_port
 from service.queue import DEFAULT_QUEUE_NAME
 from tests.conftest import SECRET
 from tests.security.conftest import PrivateStore

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import structlog
 
+from service.devtools.sender import encode_event
 from service.logs import configure_logging
-from service.sender import encode_event
 from service.settings import Settings
 from tests.support import flows
 from tests.support.leaks import assert_no_leaks, redact

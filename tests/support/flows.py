@@ -1,6 +1,7 @@
 """Helpers for reconcile tests: build WooshPay event flows, deliver them, run workers, read state.
 
-Events are plain dicts as `service.sender.build_event` makes them; deliver them either straight
+Events are plain dicts as `service.devtools.sender.build_event` makes them; deliver them either
+straight
 into the inbox (`record`) or signed through the ingress (`post_event`), then run a burst worker.
 """
 
@@ -22,17 +23,17 @@ from arq.connections import ArqRedis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.devtools.local_redis import terminate
+from service.devtools.sender import EventOptions, build_event, encode_event
 from service.domain.orders import OrderState, OrderTerms, project
-from service.events import PaymentEvent, parse_envelope, parse_payment_event
-from service.http import SIGNATURE_HEADER, WEBHOOK_PATH
-from service.local_redis import terminate
+from service.ingress.app import SIGNATURE_HEADER, WEBHOOK_PATH
 from service.queue import enqueue_event, replay_job_id_for
-from service.sender import EventOptions, build_event, encode_event
 from service.settings import Settings
-from service.signatures import sign_header
 from service.store.inbox import NewEvent, list_events, record_event
 from service.store.orders import OrderView, add_order, get_order
 from service.store.schema import orders
+from service.wooshpay.events import PaymentEvent, parse_envelope, parse_payment_event
+from service.wooshpay.signatures import sign_header
 from tests.support import leak_watch
 from tests.support.leaks import add_customer
 from tests.support.processes import cli_env

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from service.local_redis import LOOPBACK, free_port
+from service.devtools.local_redis import LOOPBACK, free_port
 from tests.support.waiting import wait_until
 
 SERVER_USER: Final = "postgres"

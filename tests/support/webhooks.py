@@ -15,11 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.http import SIGNATURE_HEADER, WEBHOOK_PATH
+from service.devtools.sender import EventOptions, build_event, encode_event
+from service.ingress.app import SIGNATURE_HEADER, WEBHOOK_PATH
 from service.queue import create_redis
-from service.sender import EventOptions, build_event, encode_event
-from service.signatures import sign_header
 from service.store.schema import events
+from service.wooshpay.signatures import sign_header
 from tests.conftest import SECRET
 from tests.support.leaks import add_customer
 

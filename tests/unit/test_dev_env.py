@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.dev_env import (
+from service.devtools.dev_env import (
     SharedSettings,
     absolute_sqlite_url,
     cli_invocation,

@@ -18,8 +18,9 @@ from typing import Final
 
 import pytest
 
-from service.cli import DEFAULT_PORT, DEFAULT_WORKER_METRICS_PORT
-from service.http import BODY_TIMEOUT_S, POSTGRES_CONCURRENT_BATCHES, WEBHOOK_PATH
+from service.cli.common import DEFAULT_PORT
+from service.cli.main import DEFAULT_WORKER_METRICS_PORT
+from service.ingress.app import BODY_TIMEOUT_S, POSTGRES_CONCURRENT_BATCHES, WEBHOOK_PATH
 from service.settings import Settings
 from service.store.engine import create_engine
 from workers.main import (

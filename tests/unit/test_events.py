@@ -1,4 +1,5 @@
-"""Unit tests for service.events: envelope validation and parsing of the objects events carry."""
+"""Unit tests for service.wooshpay.events: envelope validation and parsing of the objects events
+carry."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from service.events import (
+from service.wooshpay.events import (
     CHECKOUT_SESSION_TYPES,
     IN_SCOPE_TYPES,
     PAYMENT_INTENT_TYPES,

@@ -8,7 +8,13 @@ import pytest
 
 from service.domain import OrderState, OrderStatus, OrderTerms, RefundState, initial_state, project
 from service.domain.orders import canonical_order
-from service.events import IN_SCOPE_TYPES, CheckoutSession, PaymentEvent, PaymentIntent, Refund
+from service.wooshpay.events import (
+    IN_SCOPE_TYPES,
+    CheckoutSession,
+    PaymentEvent,
+    PaymentIntent,
+    Refund,
+)
 
 ORDER_ID = "ord_1"
 PI = "pi_1"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.domain import OrderState, OrderStatus, OrderTerms, RefundState, project
-from service.events import CheckoutSession, PaymentEvent, PaymentIntent, Refund
+from service.wooshpay.events import CheckoutSession, PaymentEvent, PaymentIntent, Refund
 
 ORDER_ID: Final = "ord_1"
 PI: Final = "pi_1"

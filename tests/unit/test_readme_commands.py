@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import pytest
 
-from service.cli import main
+from service.cli.main import main
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Commands"
@@ -71,10 +71,11 @@ def cli_table(command: click.Command = main, path: CommandPath = ()) -> dict[Com
 
 
 def _long_options(command: click.Command) -> set[str]:
-    params = command.get_params(click.Context(command))
+    # `command.params`, not get_params(Context(...)): click caches the help option on the
+    # command for the first context it sees, and a bare Context would lose `-h` for later ones.
     return {
         name
-        for param in params
+        for param in command.params
         if isinstance(param, click.Option) and not param.hidden
         for name in (*param.opts, *param.secondary_opts)
         if name.startswith("--")

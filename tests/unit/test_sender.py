@@ -1,4 +1,5 @@
-"""Unit tests for service.sender: realistic event building, encoding, signing and posting."""
+"""Unit tests for service.devtools.sender: realistic event building, encoding, signing and
+posting."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from service import events
-from service.domain.orders import OrderTerms, project
-from service.sender import (
+from service.devtools.sender import (
     SUPPORTED_TYPES,
     EventOptions,
     SendResult,
@@ -20,7 +19,9 @@ from service.sender import (
     encode_event,
     post_event,
 )
-from service.signatures import TIMESTAMP_OUTSIDE_TOLERANCE, SignatureError, verify
+from service.domain.orders import OrderTerms, project
+from service.wooshpay import events
+from service.wooshpay.signatures import TIMESTAMP_OUTSIDE_TOLERANCE, SignatureError, verify
 
 NOW_MS = 1_754_477_408_123
 DAY_MS = 24 * 60 * 60 * 1000

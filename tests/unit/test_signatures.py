@@ -1,4 +1,5 @@
-"""Tests for service.signatures: the Wooshpay-Signature header (Stripe's t=...,v1=... scheme)."""
+"""Tests for service.wooshpay.signatures: the Wooshpay-Signature header (Stripe's t=...,v1=...
+scheme)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import stripe
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.signatures import (
+from service.wooshpay.signatures import (
     MALFORMED_SIGNATURE,
     MISSING_SIGNATURE,
     SIGNATURE_MISMATCH,
@@ -41,7 +42,7 @@ def _verify(
 
 
 def _raw_hmac(key: bytes, message: bytes) -> str:
-    """HMAC-SHA256 written out independently of service.signatures."""
+    """HMAC-SHA256 written out independently of service.wooshpay.signatures."""
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 

@@ -17,7 +17,7 @@ from typing import Final
 
 import structlog
 
-log = structlog.get_logger("service.supervisor")
+log = structlog.get_logger("service.cli.supervisor")
 
 # A child that keeps dying is not restarted faster than this.
 RESTART_DELAY_S: Final = 1.0

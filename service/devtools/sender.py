@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import aiohttp
 
-from service.signatures import sign_header
+from service.wooshpay.signatures import sign_header
 
 SUPPORTED_TYPES: Final[tuple[str, ...]] = (
     "payment_intent.created",

@@ -24,7 +24,7 @@ from service.queue import QUEUE_ERRORS, enqueue_events
 from service.store.inbox import NewEvent, first_new, record_new_events
 from service.store.outages import is_store_outage
 
-log = structlog.get_logger("service.inbox_writer")
+log = structlog.get_logger("service.ingress.inbox_writer")
 
 MAX_BATCH: Final = 256
 # Bounds on one batch's I/O; past them the batch answers 503 (or defers the enqueue).

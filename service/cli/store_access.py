@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.cli_common import CommandFailed, run, type_name
+from service.cli.common import CommandFailed, run, type_name
 from service.secrets import SecretUrl
 from service.store.engine import create_engine
 from service.store.outages import is_store_outage

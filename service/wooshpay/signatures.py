@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.timestamps import to_seconds
+from service.wooshpay.timestamps import to_seconds
 
 MISSING_SIGNATURE = "missing_signature"
 MALFORMED_SIGNATURE = "malformed_signature"

@@ -22,17 +22,17 @@ from arq.connections import ArqRedis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.events import InvalidEvent, WebhookEvent, parse_envelope
-from service.inbox_writer import InboxWriter, StoreUnavailable
+from service.ingress.inbox_writer import InboxWriter, StoreUnavailable
 from service.metrics import CONTENT_TYPE_LATEST, IngressMetrics
 from service.queue import QUEUE_ERRORS, create_redis, queue_depth
 from service.settings import Settings
-from service.signatures import SignatureError, verify
 from service.store.engine import create_engine, is_sqlite
 from service.store.inbox import NewEvent, inbox_summary
 from service.store.outages import STORE_OUTAGE_ERRORS
+from service.wooshpay.events import InvalidEvent, WebhookEvent, parse_envelope
+from service.wooshpay.signatures import SignatureError, verify
 
-log = structlog.get_logger("service.http")
+log = structlog.get_logger("service.ingress.app")
 
 WEBHOOK_PATH = "/webhooks/wooshpay"
 SIGNATURE_HEADER = "Wooshpay-Signature"

@@ -83,7 +83,7 @@ def export_line(shared: SharedSettings) -> str | None:
 def checkout_root() -> Path | None:
     """The source checkout this package runs from, when it has `scripts/cli` (an editable
     install, as `scripts/dev` makes); None for an installed wheel, e.g. in the container image."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # service/devtools/dev_env.py
     return root if (root / CLI_SCRIPT).is_file() else None
 
 

@@ -9,8 +9,8 @@ from typing import TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import render
-from service.cli_common import (
+from service.cli import render
+from service.cli.common import (
     EXIT_FAILED,
     CommandFailed,
     fail,
@@ -19,10 +19,10 @@ from service.cli_common import (
     print_json,
     run,
 )
-from service.cli_store import in_store, with_store
+from service.cli.store_access import in_store, with_store
 from service.domain.orders import OrderTerms
+from service.operations.replay import ReplayPlan, execute_replay, plan_replay
 from service.queue import QUEUE_ERRORS, create_redis
-from service.replay import ReplayPlan, execute_replay, plan_replay
 from service.settings import Settings
 from service.store.inbox import get_event, list_events
 from service.store.orders import OrderExists, add_order, get_order, list_orders

@@ -14,7 +14,7 @@ from typing import Any, Final, TypeGuard
 
 import orjson
 
-from service.timestamps import to_milliseconds
+from service.wooshpay.timestamps import to_milliseconds
 
 MAX_ID_LENGTH: Final = 255
 # Largest integer we accept for timestamps and amounts: beyond 64-bit it is nonsense, and

@@ -8,8 +8,8 @@ from pathlib import Path
 import aiohttp
 import click
 
-from service.cli_common import EXIT_FAILED, EXIT_USAGE, fail, run
-from service.sender import (
+from service.cli.common import EXIT_FAILED, EXIT_USAGE, fail, run
+from service.devtools.sender import (
     PAYABLE_TYPE,
     REFUND_STATUSES,
     SUPPORTED_TYPES,

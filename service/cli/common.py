@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import click
 
@@ -26,6 +27,7 @@ from service.settings import Settings, SettingsError
 
 T = TypeVar("T")
 
+DEFAULT_PORT = 8080  # the webhook ingress, for `serve` and `dev`
 EXIT_FAILED = 1  # the operation was attempted and failed, e.g. an unknown order
 EXIT_USAGE = 2  # bad usage, including a missing or malformed setting
 
@@ -94,3 +96,14 @@ def type_name(error: BaseException) -> str:
 
 def _debugging() -> bool:
     return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+class Stoppable(Protocol):
+    def stop(self, signum: signal.Signals = signal.SIGTERM) -> None: ...
+
+
+def stop_on_signals(process: Stoppable) -> None:
+    """SIGTERM and SIGINT stop `process` gracefully (running jobs finish or return to the queue)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, process.stop, signum)

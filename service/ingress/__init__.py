@@ -1,0 +1,1 @@
+"""The webhook ingress: verify, record durably in the inbox, enqueue, answer fast."""

@@ -1,0 +1,1 @@
+"""WooshPay's protocol: event parsing and webhook signatures (see docs/wooshpay.md)."""
