@@ -20,13 +20,11 @@ from redis.asyncio import BlockingConnectionPool
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from service.timeouts import REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
+
 RECONCILE_FUNCTION: Final = "reconcile_event"
 DEFAULT_QUEUE_NAME: Final = "wooshpay:queue"
 JOB_ID_PREFIX: Final = "evt:"
-# Redis calls at the ingress must fail fast: a slow Redis must not delay the 2xx, the event is
-# already durable in the inbox and the sweeper will enqueue it.
-CONNECT_TIMEOUT_S: Final = 1.0
-SOCKET_TIMEOUT_S: Final = 5.0
 # What "Redis is unreachable or too slow" looks like to a caller.
 QUEUE_ERRORS: Final = (RedisError, OSError, TimeoutError)
 
@@ -52,9 +50,9 @@ def create_redis(
     pool = BlockingConnectionPool.from_url(
         redis_url,
         max_connections=max_connections,
-        timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S,
+        timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
     )
     redis = ArqRedis(
         pool_or_conn=pool,

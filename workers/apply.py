@@ -12,23 +12,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.domain.event_status import EventStatus
+from service.domain.events import REFUND_TYPES, CheckoutSession, PaymentEvent, PaymentIntent, Refund
 from service.domain.orders import project
 from service.domain.refunds import RefundState
+from service.store import inbox
 from service.store import orders as order_store
-from service.store.engine import DriverTransaction, Query, driver_transaction
+from service.store.driver import DriverTransaction, driver_transaction
 from service.store.orders import OrderView
-from service.store.schema import events
 from service.wooshpay.events import (
-    REFUND_TYPES,
-    CheckoutSession,
     InvalidEvent,
     InvalidObject,
-    PaymentEvent,
-    PaymentIntent,
-    Refund,
     parse_envelope,
     parse_payment_event,
 )
@@ -50,38 +46,23 @@ class ApplyResult:
     received_ms: int | None = None
 
 
-# Run on the driver connection (service.store.engine.driver_transaction): the reconciler's CPU
-# per event was mostly SQLAlchemy's per-statement work.
-# Two jobs for the same event (a redelivery, a replay, a rerun after a crash) serialise on this
-# row lock; the second sees `processed`.
-_LOCK_EVENT = Query(
-    select(events.c.status, events.c.type, events.c.body, events.c.received_ms)
-    .where(events.c.event_id == bindparam("key"))
-    .with_for_update()
-)
-# The bodies of the order's other applied events; this one is already parsed.
-_OTHER_APPLIED_BODIES = Query(
-    select(events.c.body).where(
-        events.c.order_id == bindparam("order_key"),
-        events.c.status == "processed",
-        events.c.event_id != bindparam("key"),
-    )
-)
-
-
 async def apply_event(engine: AsyncEngine, event_id: str, *, now_ms: int) -> ApplyResult:
+    # On the driver connection (service.store.driver.driver_transaction), without SQLAlchemy's
+    # per-statement work: this transaction runs for every event.
     async with driver_transaction(engine) as transaction:
-        row = await transaction.fetchone(_LOCK_EVENT, key=event_id)
-        if row is None:
+        # Two jobs for the same event (a redelivery, a replay, a rerun after a crash) serialise
+        # on this lock; the second sees `processed`.
+        locked = await inbox.lock_event(transaction, event_id)
+        if locked is None:
             return ApplyResult(MISSING)
-        if row["status"] != "pending":
-            return ApplyResult(DUPLICATE, row["type"])
-        event = _parse(bytes(row["body"]))
+        if locked.status != EventStatus.PENDING:
+            return ApplyResult(DUPLICATE, locked.type)
+        event = _parse(locked.body)
         if event is None:
-            await order_store.mark_event(transaction, event_id, "ignored", None, now_ms=now_ms)
-            return ApplyResult(IGNORED, row["type"])
+            await inbox.mark_ignored(transaction, event_id, now_ms=now_ms)
+            return ApplyResult(IGNORED, locked.type)
         result = await _apply_payment_event(transaction, event, now_ms)
-    return replace(result, received_ms=row["received_ms"])
+    return replace(result, received_ms=locked.received_ms)
 
 
 async def _apply_payment_event(
@@ -95,9 +76,7 @@ async def _apply_payment_event(
     await _record_links(transaction, order, event)
     state = project(order.terms, [*others, event])
     if state == order.state:
-        await order_store.mark_event(
-            transaction, event.event_id, "processed", order_id, now_ms=now_ms
-        )
+        await inbox.mark_processed(transaction, event.event_id, order_id, now_ms=now_ms)
         return ApplyResult(STALE, event.type, order_id, state.status)
     await order_store.save_state(
         transaction, order, state, now_ms=now_ms, processed_event_id=event.event_id
@@ -177,8 +156,10 @@ async def _other_applied(
     transaction: DriverTransaction, order_id: str, event: PaymentEvent
 ) -> list[PaymentEvent]:
     """The order's other applied events: with this one, the set the projection folds."""
-    rows = await transaction.fetch(_OTHER_APPLIED_BODIES, order_key=order_id, key=event.event_id)
-    parsed = [_parse(bytes(row["body"])) for row in rows]
+    bodies = await inbox.other_applied_bodies(
+        transaction, order_id, excluding_event_id=event.event_id
+    )
+    parsed = [_parse(body) for body in bodies]
     return [other for other in parsed if other is not None]
 
 

@@ -1,14 +1,14 @@
 """Worker processes: arq settings built from Settings, and a supervisor loop around arq.
 
-Tuning (see docs/arq.md#polling): arq polls; its defaults (0.5 s poll, 10 jobs) give about
-200 jobs/s and 250 ms latency. We poll every 20 ms: a new job waits half that on average, which
-keeps accepted -> applied under 50 ms at the 99th percentile (measured by tests/bench), for
-about 50 cheap Redis calls a second per idle worker. We run up to 20 jobs at once (tests/bench:
-fewer leave the CPU idle during database round trips and spread each poll's cost over fewer
-jobs, more add lock waits; both cost more CPU per event), read far enough ahead that other
-workers' running jobs cannot starve us, keep no results (our results live in the order store),
-and refresh the health key every 10 s so `arq --check workers.main.WorkerSettings` notices a
-dead worker.
+Tuning (see docs/arq.md#polling): arq polls, and a new job waits half a poll interval on
+average before it starts; arq's default interval (0.5 s) would put that wait into every event's
+accepted -> applied latency. We poll every POLL_DELAY_S (service.timeouts), trading a few cheap
+Redis calls a second per idle worker for that latency. We run up to MAX_JOBS jobs at once: fewer
+leave the CPU idle during database round trips and spread each poll's cost over fewer jobs,
+more add lock waits (the measured trade-off is in the README's performance section). We read
+far enough ahead that other workers' running jobs cannot starve us, keep no results (our
+results live in the order store), and refresh the health key every HEALTH_CHECK_INTERVAL_S so
+`arq --check workers.main.WorkerSettings` notices a dead worker.
 """
 
 from __future__ import annotations
@@ -35,21 +35,22 @@ from service.queue import (
 )
 from service.settings import Settings
 from service.store.engine import create_engine
+from service.timeouts import (
+    HEALTH_CHECK_INTERVAL_S,
+    JOB_COMPLETION_WAIT_S,
+    JOB_TIMEOUT_S,
+    POLL_DELAY_S,
+    REDIS_RETRY_DELAY_S,
+)
 from workers.metrics import WorkerMetrics
 from workers.reconcile import DEPS_KEY, WorkerDeps, reconcile_event
 from workers.sweeper import run_sweeper
 
 log = structlog.get_logger("workers.main")
 
-POLL_DELAY_S: Final = 0.02
 MAX_JOBS: Final = 20
 # At least the total concurrency of every worker sharing the queue (docs/arq.md#queue-read-limit).
 QUEUE_READ_LIMIT: Final = 500
-JOB_TIMEOUT_S: Final = 30
-HEALTH_CHECK_INTERVAL_S: Final = 10
-# On SIGTERM, running jobs get this long to finish before they are handed back to the queue.
-JOB_COMPLETION_WAIT_S: Final = 10
-REDIS_RETRY_DELAY_S: Final = 1.0
 
 
 def arq_max_tries(settings: Settings) -> int:

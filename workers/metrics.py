@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
-from service.metrics import LATENCY_BUCKETS, NAMESPACE
+from service.metrics import MetricFactory
 
 
 @dataclass
@@ -14,39 +14,23 @@ class WorkerMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        r = self.registry
-        self.outcomes = Counter(
+        make = MetricFactory(self.registry)
+        self.outcomes = make.counter(
             "reconcile_outcomes",
             "Reconcile job outcomes by event type and outcome",
             ["event_type", "outcome"],
-            namespace=NAMESPACE,
-            registry=r,
         )
-        self.job_duration = Histogram(
-            "reconcile_job_duration_seconds",
-            "Time spent in one reconcile job",
-            namespace=NAMESPACE,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.job_duration = make.latency(
+            "reconcile_job_duration_seconds", "Time spent in one reconcile job"
         )
-        self.processing_latency = Histogram(
+        self.processing_latency = make.latency(
             "reconcile_latency_seconds",
             "From an event's receipt at the ingress to its application",
-            namespace=NAMESPACE,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.swept = Counter(
-            "sweeper_enqueued",
-            "Pending events the sweeper re-enqueued",
-            namespace=NAMESPACE,
-            registry=r,
-        )
-        self.last_heartbeat = Gauge(
+        self.swept = make.counter("sweeper_enqueued", "Pending events the sweeper re-enqueued")
+        self.last_heartbeat = make.gauge(
             "worker_last_heartbeat_timestamp_seconds",
             "When this worker process last completed a poll cycle (unix time)",
-            namespace=NAMESPACE,
-            registry=r,
         )
 
     def render(self) -> bytes:

@@ -7,15 +7,12 @@ loop or a hung arq loop gets the process restarted, not just a worker that died.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
 
 from aiohttp import web
 
 from service.metrics import CONTENT_TYPE_LATEST
+from service.timeouts import STALE_AFTER_S
 from workers.metrics import WorkerMetrics
-
-# Poll cycles run every 20 ms, and a reconnect attempt every second; 30 s of silence is a hang.
-STALE_AFTER_S: Final = 30.0
 
 METRICS = web.AppKey("metrics", WorkerMetrics)
 

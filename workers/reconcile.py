@@ -7,6 +7,7 @@ left `pending` for the sweeper (it is never dropped).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +17,20 @@ from arq import Retry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.settings import Settings
+from service.store.inbox import record_failure
 from service.store.outages import STORE_OUTAGE_ERRORS
 from workers.apply import ApplyResult, apply_event
 from workers.errors import PermanentError, TransientError, describe
 from workers.metrics import WorkerMetrics
-from workers.retries import backoff_s, record_failure
+from workers.retries import (
+    Counted,
+    ErrorKind,
+    FailureCount,
+    NoLongerPending,
+    StoreUnreachable,
+    decide,
+    parks,
+)
 
 log = structlog.get_logger("workers.reconcile")
 
@@ -46,68 +56,61 @@ async def reconcile_event(ctx: dict[str, Any], event_id: str) -> str:
     try:
         result = await apply_event(deps.engine, event_id, now_ms=_now_ms())
     except PermanentError as error:
-        return await _park(deps, event_id, error, started)
+        return await _after_failure(deps, event_id, error, ErrorKind.PERMANENT, attempt, started)
     except (TransientError, *STORE_OUTAGE_ERRORS) as error:
         # Expected, and logged as one `reconcile.retry` line: no traceback for a store outage.
-        return await _retry_or_park(deps, event_id, error, attempt, started)
+        return await _after_failure(deps, event_id, error, ErrorKind.TRANSIENT, attempt, started)
     except Exception as error:
         # Unexpected (a bug): log the traceback, then treat it like a transient failure, so the
         # event is retried and finally parked as `failed` (visible, replayable once fixed).
         log.exception("reconcile.error", error=type(error).__name__)
-        return await _retry_or_park(deps, event_id, error, attempt, started)
+        return await _after_failure(deps, event_id, error, ErrorKind.TRANSIENT, attempt, started)
     _finish(deps, result.outcome, started, result)
     if result.received_ms is not None:
         deps.metrics.processing_latency.observe(max(_now_ms() - result.received_ms, 0) / 1000)
     return result.outcome
 
 
-async def _retry_or_park(
-    deps: WorkerDeps, event_id: str, error: BaseException, attempt: int, started: float
+async def _after_failure(
+    deps: WorkerDeps,
+    event_id: str,
+    error: BaseException,
+    kind: ErrorKind,
+    job_try: int,
+    started: float,
 ) -> str:
+    """Count the failure in the inbox, then act on the retry policy's verdict: raise arq's
+    Retry, or end the job as `failed` or `duplicate`."""
+    reason = describe(error)
+    count = await _count_failure(deps, event_id, reason, kind, job_try)
     settings = deps.settings
+    verdict = decide(
+        kind,
+        reason,
+        count,
+        max_attempts=settings.retry_max_attempts,
+        base_delay_s=settings.retry_base_delay_s,
+    )
+    _finish(deps, verdict.outcome, started, **verdict.log_fields())
+    if verdict.defer_s is not None:
+        raise Retry(defer=verdict.defer_s)
+    return verdict.outcome
+
+
+async def _count_failure(
+    deps: WorkerDeps, event_id: str, reason: str, kind: ErrorKind, job_try: int
+) -> FailureCount:
     try:
-        record = await record_failure(
+        attempts = await record_failure(
             deps.engine,
             event_id,
-            error=describe(error),
-            max_attempts=settings.retry_max_attempts,
-            permanent=False,
+            error=reason,
+            parks=functools.partial(parks, kind, max_attempts=deps.settings.retry_max_attempts),
             now_ms=_now_ms(),
         )
     except STORE_OUTAGE_ERRORS:
-        # The store is down: count on arq's own try counter, and if arq gives up the event is
-        # still `pending` in the inbox, where the sweeper finds it again.
-        record = None
-        attempts = attempt
-    else:
-        if record is None:
-            _finish(deps, "duplicate", started)
-            return "duplicate"
-        attempts = record.attempts
-    if record is not None and record.parked:
-        _finish(deps, "failed", started, reason=describe(error), attempts=attempts)
-        return "failed"
-    delay = backoff_s(attempts, base_s=settings.retry_base_delay_s)
-    _finish(deps, "retry", started, reason=describe(error), attempts=attempts, defer_s=delay)
-    raise Retry(defer=delay)
-
-
-async def _park(deps: WorkerDeps, event_id: str, error: PermanentError, started: float) -> str:
-    try:
-        await record_failure(
-            deps.engine,
-            event_id,
-            error=describe(error),
-            max_attempts=deps.settings.retry_max_attempts,
-            permanent=True,
-            now_ms=_now_ms(),
-        )
-    except STORE_OUTAGE_ERRORS:
-        # Could not park it: retry the whole job later rather than lose the verdict.
-        _finish(deps, "retry", started, reason="store_unavailable")
-        raise Retry(defer=deps.settings.retry_base_delay_s) from None
-    _finish(deps, "failed", started, reason=describe(error))
-    return "failed"
+        return StoreUnreachable(job_try)
+    return NoLongerPending() if attempts is None else Counted(attempts)
 
 
 def _finish(
@@ -115,6 +118,7 @@ def _finish(
     outcome: str,
     started: float,
     result: ApplyResult | None = None,
+    /,
     **fields: object,
 ) -> None:
     """One log line per job, and the outcome and duration metrics."""

@@ -19,16 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.queue import enqueue_events
 from service.store.inbox import pending_event_ids
 from service.store.outages import STORE_OUTAGE_ERRORS
+from service.timeouts import SWEEP_MIN_AGE_S as MIN_AGE_S
+from service.timeouts import SWEEP_ROUND_TIMEOUT_S as ROUND_TIMEOUT_S
 from workers.metrics import WorkerMetrics
 
 log = structlog.get_logger("workers.sweeper")
 
-# Events younger than this are left to the ingress's own enqueue.
-MIN_AGE_S: Final = 5.0
 BATCH_LIMIT: Final = 1000
-# A round that takes longer is abandoned (the next one starts over): a database or Redis that
-# stopped answering without closing the connection must not stall the sweeper for good.
-ROUND_TIMEOUT_S: Final = 120.0
 
 
 async def sweep_once(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 import structlog
 from aiohttp import web
-from sqlalchemy import literal, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.cli.common import (
@@ -22,17 +21,17 @@ from service.cli.store_access import StoreProblem, in_store
 from service.cli.supervisor import Supervisor, serve_command
 from service.ingress.app import create_app
 from service.settings import Settings
+from service.store.engine import reading
+from service.store.inbox import probe_inbox_table
 from service.store.migrate import current_revision, upgrade
-from service.store.schema import events as events_table
-from service.store.schema import orders as orders_table
+from service.store.orders import probe_orders_table
+from service.timeouts import SHUTDOWN_TIMEOUT_S
 from workers.main import WorkerProcess
 from workers.metrics_server import MetricsPortUnavailable, start_metrics_server
 
 log = structlog.get_logger("service.cli.main")
 
 DEFAULT_WORKER_METRICS_PORT = 9101
-# In-flight requests get this long to finish after SIGTERM before the ingress closes.
-SHUTDOWN_TIMEOUT_S = 30.0
 
 
 @click.group(cls=CommandLine, context_settings={"help_option_names": ["-h", "--help"]})
@@ -122,9 +121,9 @@ def _require_usable_store(settings: Settings) -> None:
 
 async def _require_schema(engine: AsyncEngine) -> None:
     # Reading the tables the worker uses: a store never migrated fails here ("no such table").
-    async with engine.connect() as connection:
-        for table in (events_table, orders_table):
-            await connection.execute(select(literal(1)).select_from(table).limit(1))
+    async with reading(engine).connect() as connection:
+        for probe in (probe_inbox_table, probe_orders_table):
+            await probe(connection)
 
 
 @main.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import click
@@ -20,33 +20,29 @@ from service.cli.common import (
     run,
 )
 from service.cli.store_access import in_store, with_store
-from service.domain.orders import OrderTerms
+from service.domain.currency import normalise_currency
+from service.domain.event_status import EventStatus
+from service.domain.orders import OrderStatus, OrderTerms
 from service.operations.replay import ReplayPlan, execute_replay, plan_replay
 from service.queue import QUEUE_ERRORS, create_redis
 from service.settings import Settings
+from service.store.engine import reading
 from service.store.inbox import get_event, list_events
 from service.store.orders import OrderExists, add_order, get_order, list_orders
-from service.store.schema import EVENT_STATUSES
 
 T = TypeVar("T")
+R = TypeVar("R")
 
-ORDER_STATUSES = (
-    "pending",
-    "requires_action",
-    "processing",
-    "paid",
-    "payment_failed",
-    "canceled",
-    "expired",
-    "partially_refunded",
-    "refunded",
-)
+# Values, not members: click offers an Enum's names as the choices.
+ORDER_STATUSES = tuple(status.value for status in OrderStatus)
+EVENT_STATUSES = tuple(status.value for status in EventStatus)
 
 
 def _currency(_: click.Context, __: click.Parameter, value: str) -> str:
-    if len(value) != 3 or not value.isascii() or not value.isalpha():
-        raise click.BadParameter("must be a three-letter currency code, e.g. EUR")
-    return value.upper()
+    try:
+        return normalise_currency(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
 
 
 @click.group()
@@ -86,13 +82,8 @@ def orders_add(
 @click.option("--json", "as_json", is_flag=True)
 def orders_show(order_id: str, as_json: bool) -> None:
     """Show one order."""
-    view = _in_store(lambda engine: get_order(engine, order_id))
-    if view is None:
-        fail(f"unknown order {order_id}")
-    if as_json:
-        print_json(render.order_json(view))
-    else:
-        click.echo(render.order_text(view))
+    view = _reading_store(lambda engine: get_order(engine, order_id))
+    _print_one(view, f"unknown order {order_id}", as_json, render.order_json, render.order_text)
 
 
 @orders.command("list")
@@ -101,12 +92,10 @@ def orders_show(order_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def orders_list(status: str | None, needs_review: bool, as_json: bool) -> None:
     """List orders."""
-    views = _in_store(lambda engine: list_orders(engine, status=status, needs_review=needs_review))
-    if as_json:
-        print_json([render.order_json(view) for view in views])
-    else:
-        for view in views:
-            click.echo(render.order_row(view))
+    views = _reading_store(
+        lambda engine: list_orders(engine, status=status, needs_review=needs_review)
+    )
+    _print_many(views, as_json, render.order_json, render.order_row)
 
 
 @click.group()
@@ -120,12 +109,11 @@ def events() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def events_list(status: str | None, event_type: str | None, as_json: bool) -> None:
     """List recorded events."""
-    records = _in_store(lambda engine: list_events(engine, status=status, event_type=event_type))
-    if as_json:
-        print_json([render.event_json(record) for record in records])
-    else:
-        for record in records:
-            click.echo(render.event_row(record))
+    wanted = EventStatus(status) if status is not None else None
+    records = _reading_store(
+        lambda engine: list_events(engine, status=wanted, event_type=event_type)
+    )
+    _print_many(records, as_json, render.event_json, render.event_row)
 
 
 @events.command("show")
@@ -133,13 +121,8 @@ def events_list(status: str | None, event_type: str | None, as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True)
 def events_show(event_id: str, as_json: bool) -> None:
     """Show one event: type, status, attempts, last error, linked order."""
-    record = _in_store(lambda engine: get_event(engine, event_id))
-    if record is None:
-        fail(f"unknown event {event_id}")
-    if as_json:
-        print_json(render.event_json(record))
-    else:
-        click.echo(render.event_text(record))
+    record = _reading_store(lambda engine: get_event(engine, event_id))
+    _print_one(record, f"unknown event {event_id}", as_json, render.event_json, render.event_text)
 
 
 @events.command("replay")
@@ -154,7 +137,7 @@ def events_replay(
     if bool(event_ids) == failed:
         raise click.UsageError("give event ids or --failed (not both)")
     settings = load_settings()
-    plan = _in_store(
+    plan = _reading_store(
         lambda engine: plan_replay(
             engine, event_ids=event_ids, failed=failed, event_type=event_type
         )
@@ -189,3 +172,36 @@ def _in_store(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     """Run one piece of work on the configured store (store problems end the command in one
     line, see `cli_store.with_store`)."""
     return in_store(load_settings().database_url, work)
+
+
+def _reading_store(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """`_in_store` for work that only reads: on SQLite it reads alongside a writer instead of
+    waiting for the write lock (see service.store.engine.reading)."""
+    return _in_store(lambda engine: work(reading(engine)))
+
+
+def _print_one(
+    found: R | None,
+    unknown: str,
+    as_json: bool,
+    to_json: Callable[[R], object],
+    to_text: Callable[[R], str],
+) -> None:
+    """One order or event, as JSON or text; exit 1 naming it when it is not recorded."""
+    if found is None:
+        fail(unknown)
+    if as_json:
+        print_json(to_json(found))
+    else:
+        click.echo(to_text(found))
+
+
+def _print_many(
+    found: Sequence[R], as_json: bool, to_json: Callable[[R], object], to_row: Callable[[R], str]
+) -> None:
+    """A list of orders or events: one JSON array, or one text row each."""
+    if as_json:
+        print_json([to_json(item) for item in found])
+    else:
+        for item in found:
+            click.echo(to_row(item))

@@ -11,7 +11,6 @@ import click
 from service.cli.common import EXIT_FAILED, EXIT_USAGE, fail, run
 from service.devtools.sender import (
     PAYABLE_TYPE,
-    REFUND_STATUSES,
     SUPPORTED_TYPES,
     EventOptions,
     SendResult,
@@ -19,6 +18,7 @@ from service.devtools.sender import (
     encode_event,
     post_event,
 )
+from service.domain.events import RefundStatus
 
 HELP = "\n\n".join(
     [
@@ -72,8 +72,9 @@ HELP = "\n\n".join(
 @click.option("--refund-id", default=None, help="charge.refund.updated: defaults to a new re_ id.")
 @click.option(
     "--refund-status",
-    type=click.Choice(sorted(REFUND_STATUSES)),
-    default="succeeded",
+    # Values, not members: click offers an Enum's names as the choices.
+    type=click.Choice(sorted(status.value for status in RefundStatus)),
+    default=RefundStatus.SUCCEEDED.value,
     show_default=True,
     help="charge.refund.updated: the refund's status.",
 )

@@ -18,51 +18,42 @@ from typing import Any, Final
 
 import aiohttp
 
-from service.wooshpay.signatures import sign_header
+from service.domain.currency import normalise_currency
+from service.domain.events import REFUND_STATUSES, EventType, RefundStatus
+from service.wooshpay.signatures import SIGNATURE_HEADER, sign_header
 
-SUPPORTED_TYPES: Final[tuple[str, ...]] = (
-    "payment_intent.created",
-    "payment_intent.requires_action",
-    "payment_intent.processing",
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.canceled",
-    "checkout.session.completed",
-    "checkout.session.expired",
-    "charge.refund.updated",
-)
+# Every type the service reconciles, as plain strings (a command line's choices).
+SUPPORTED_TYPES: Final[tuple[str, ...]] = tuple(event_type.value for event_type in EventType)
 
 # The API version WooshPay's webhook guide uses when creating endpoints.
 API_VERSION: Final = "1.0.1"
-SIGNATURE_HEADER: Final = "Wooshpay-Signature"
 # WooshPay: "Checkout Sessions expire 24 hours after creation" (expires_at is in ms).
 CHECKOUT_SESSION_LIFETIME_MS: Final = 24 * 60 * 60 * 1000
-REFUND_STATUSES: Final = frozenset(
-    {"pending", "requires_action", "succeeded", "failed", "canceled"}
-)
 RETURN_URL: Final = "https://merchant.example/checkout/return"
 
 # PaymentIntent status carried by each payment_intent.* event. A failed attempt returns the PI to
 # `requires_payment_method` (the customer may retry), as WooshPay's save-card guide describes.
 _PAYMENT_INTENT_STATUS: Final[Mapping[str, str]] = {
-    "payment_intent.created": "requires_payment_method",
-    "payment_intent.requires_action": "requires_action",
-    "payment_intent.processing": "processing",
-    "payment_intent.succeeded": "succeeded",
-    "payment_intent.payment_failed": "requires_payment_method",
-    "payment_intent.canceled": "canceled",
+    EventType.PAYMENT_INTENT_CREATED: "requires_payment_method",
+    EventType.PAYMENT_INTENT_REQUIRES_ACTION: "requires_action",
+    EventType.PAYMENT_INTENT_PROCESSING: "processing",
+    EventType.PAYMENT_INTENT_SUCCEEDED: "succeeded",
+    EventType.PAYMENT_INTENT_PAYMENT_FAILED: "requires_payment_method",
+    EventType.PAYMENT_INTENT_CANCELED: "canceled",
 }
 # SOFORT is a delayed method: the session completes while still unpaid, and an expired session
 # was never paid either, so `payment_status` is `unpaid` for both (unless `paid` is asked for).
 _CHECKOUT_SESSION_STATUS: Final[Mapping[str, str]] = {
-    "checkout.session.completed": "complete",
-    "checkout.session.expired": "expired",
+    EventType.CHECKOUT_SESSION_COMPLETED: "complete",
+    EventType.CHECKOUT_SESSION_EXPIRED: "expired",
 }
 # The one event that can carry a paid session: a session paid at completion, as an immediate
 # method (a card) gives (Stripe's shape; WooshPay's docs show no paid session).
-PAYABLE_TYPE: Final = "checkout.session.completed"
+PAYABLE_TYPE: Final = EventType.CHECKOUT_SESSION_COMPLETED.value
 # Events caused by a merchant API call carry that request's id; the others are WooshPay's own.
-_API_TRIGGERED: Final = frozenset({"payment_intent.created", "payment_intent.canceled"})
+_API_TRIGGERED: Final = frozenset(
+    {EventType.PAYMENT_INTENT_CREATED, EventType.PAYMENT_INTENT_CANCELED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +69,7 @@ class EventOptions:
     checkout_session: str | None = None
     # None: a fresh random `re_...` id, i.e. a new refund each time.
     refund_id: str | None = None
-    refund_status: str = "succeeded"
+    refund_status: str = RefundStatus.SUCCEEDED.value
     # None: a full refund of `amount`.
     refund_amount: int | None = None
     # A checkout.session.completed whose payment already succeeded (`payment_status: paid`).
@@ -157,9 +148,7 @@ def _check_options(options: EventOptions) -> None:
     for name, value in (("amount", options.amount), ("refund_amount", options.refund_amount)):
         if value is not None and (isinstance(value, bool) or value < 0):
             raise ValueError(f"{name} must be a non-negative integer (minor units)")
-    currency = options.currency
-    if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
-        raise ValueError("currency must be a three-letter code, e.g. EUR")
+    normalise_currency(options.currency)
     if options.refund_status not in REFUND_STATUSES:
         raise ValueError(f"refund_status must be one of {', '.join(sorted(REFUND_STATUSES))}")
 
@@ -238,10 +227,10 @@ def _canceled_details(pi_id: str, options: EventOptions) -> dict[str, Any]:
 
 
 _PAYMENT_INTENT_DETAILS: Final[Mapping[str, Callable[[str, EventOptions], dict[str, Any]]]] = {
-    "payment_intent.requires_action": _redirect_details,
-    "payment_intent.succeeded": _succeeded_details,
-    "payment_intent.payment_failed": _failed_details,
-    "payment_intent.canceled": _canceled_details,
+    EventType.PAYMENT_INTENT_REQUIRES_ACTION: _redirect_details,
+    EventType.PAYMENT_INTENT_SUCCEEDED: _succeeded_details,
+    EventType.PAYMENT_INTENT_PAYMENT_FAILED: _failed_details,
+    EventType.PAYMENT_INTENT_CANCELED: _canceled_details,
 }
 
 
@@ -286,7 +275,7 @@ def _refund(options: EventOptions, now_ms: int) -> dict[str, Any]:
         "created": now_ms,
         "currency": options.currency.upper(),
         "description": None,
-        "failure_reason": "unknown" if options.refund_status == "failed" else None,
+        "failure_reason": "unknown" if options.refund_status == RefundStatus.FAILED else None,
         # A Refund has no `charge` or order id at WooshPay: it links to its order via the PI.
         "metadata": {},
         "payment_intent": _payment_intent_id(options),

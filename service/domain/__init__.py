@@ -4,11 +4,11 @@ from service.domain.orders import (
     OrderState,
     OrderStatus,
     OrderTerms,
-    RefundState,
     canonical_order,
     initial_state,
     project,
 )
+from service.domain.refunds import RefundState
 
 __all__ = [
     "OrderState",

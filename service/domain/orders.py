@@ -44,53 +44,57 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Final, Literal
 
+from service.domain.events import CheckoutSession, EventType, PaymentEvent, PaymentIntent, Refund
 from service.domain.refunds import RefundState, refund_status_rank, summarise
-from service.wooshpay.events import CheckoutSession, PaymentEvent, PaymentIntent, Refund
 
-__all__ = [
-    "OrderState",
-    "OrderStatus",
-    "OrderTerms",
-    "RefundState",
-    "canonical_order",
-    "initial_state",
-    "project",
-]
 
-OrderStatus = Literal[
-    "pending",
-    "requires_action",
-    "processing",
-    "paid",
-    "payment_failed",
-    "canceled",
-    "expired",
-    "partially_refunded",
-    "refunded",
-]
+class OrderStatus(StrEnum):
+    """An order's status, as stored and shown."""
+
+    PENDING = "pending"
+    REQUIRES_ACTION = "requires_action"
+    PROCESSING = "processing"
+    PAID = "paid"
+    PAYMENT_FAILED = "payment_failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
 # The status as far as the payment goes; the refunded statuses are derived from `paid` at the end.
 PaymentStatus = Literal[
-    "pending", "requires_action", "processing", "paid", "payment_failed", "canceled", "expired"
+    OrderStatus.PENDING,
+    OrderStatus.REQUIRES_ACTION,
+    OrderStatus.PROCESSING,
+    OrderStatus.PAID,
+    OrderStatus.PAYMENT_FAILED,
+    OrderStatus.CANCELED,
+    OrderStatus.EXPIRED,
 ]
 
 # An order still waiting for its money: in-flight events may move it, in any direction.
-_OPEN: Final = frozenset({"pending", "requires_action", "processing", "payment_failed"})
-
-_INTENT_CREATED: Final = "payment_intent.created"
-_SESSION_COMPLETED: Final = "checkout.session.completed"
-_REFUND_UPDATED: Final = "charge.refund.updated"
+_OPEN: Final = frozenset(
+    {
+        OrderStatus.PENDING,
+        OrderStatus.REQUIRES_ACTION,
+        OrderStatus.PROCESSING,
+        OrderStatus.PAYMENT_FAILED,
+    }
+)
 
 _TYPE_RANKS: Final[Mapping[str, int]] = {
-    _INTENT_CREATED: 0,
-    "payment_intent.requires_action": 1,
-    "payment_intent.processing": 2,
-    _SESSION_COMPLETED: 3,  # when not paid; see _SESSION_PAID_RANK
-    "payment_intent.payment_failed": 4,
-    "payment_intent.canceled": 5,
-    "checkout.session.expired": 6,
-    "payment_intent.succeeded": 7,
+    EventType.PAYMENT_INTENT_CREATED: 0,
+    EventType.PAYMENT_INTENT_REQUIRES_ACTION: 1,
+    EventType.PAYMENT_INTENT_PROCESSING: 2,
+    EventType.CHECKOUT_SESSION_COMPLETED: 3,  # when not paid; see _SESSION_PAID_RANK
+    EventType.PAYMENT_INTENT_PAYMENT_FAILED: 4,
+    EventType.PAYMENT_INTENT_CANCELED: 5,
+    EventType.CHECKOUT_SESSION_EXPIRED: 6,
+    EventType.PAYMENT_INTENT_SUCCEEDED: 7,
 }
 _SESSION_PAID_RANK: Final = 8
 _REFUND_RANK_BASE: Final = 9
@@ -190,9 +194,9 @@ def _duplicate_key(event: PaymentEvent) -> tuple[int, int, str, str]:
 
 
 def _rank(event: PaymentEvent) -> int:
-    if event.type == _REFUND_UPDATED:
+    if event.type == EventType.CHARGE_REFUND_UPDATED:
         return _REFUND_RANK_BASE + refund_status_rank(_refund(event).status)
-    if event.type == _SESSION_COMPLETED and _session(event).payment_status == "paid":
+    if event.type == EventType.CHECKOUT_SESSION_COMPLETED and _session_paid(_session(event)):
         return _SESSION_PAID_RANK
     rank = _TYPE_RANKS.get(event.type)
     if rank is None:
@@ -204,7 +208,7 @@ def _start(terms: OrderTerms) -> _Fold:
     # Registered links are where the links start; events seen later replace them.
     return _Fold(
         terms=terms,
-        status="pending",
+        status=OrderStatus.PENDING,
         amount_received=0,
         payment_intent_id=terms.payment_intent_id,
         checkout_session_id=terms.checkout_session_id,
@@ -218,8 +222,8 @@ def _on_intent_created(fold: _Fold, event: PaymentEvent) -> _Fold:
     fold = _link_intent(fold, _intent(event).id)
     # A new intent starts a (new) attempt: it resets a failed order, but never undoes an attempt
     # already under way.
-    if fold.status in ("pending", "payment_failed"):
-        return replace(fold, status="pending")
+    if fold.status in (OrderStatus.PENDING, OrderStatus.PAYMENT_FAILED):
+        return replace(fold, status=OrderStatus.PENDING)
     return fold
 
 
@@ -236,11 +240,11 @@ def _in_flight(status: PaymentStatus) -> _Handler:
 
 
 def _on_intent_canceled(fold: _Fold, event: PaymentEvent) -> _Fold:
-    return _close(_link_intent(fold, _intent(event).id), "canceled")
+    return _close(_link_intent(fold, _intent(event).id), OrderStatus.CANCELED)
 
 
 def _on_session_expired(fold: _Fold, event: PaymentEvent) -> _Fold:
-    return _close(_link_session(fold, _session(event)), "expired")
+    return _close(_link_session(fold, _session(event)), OrderStatus.EXPIRED)
 
 
 def _close(fold: _Fold, status: PaymentStatus) -> _Fold:
@@ -258,11 +262,11 @@ def _on_intent_succeeded(fold: _Fold, event: PaymentEvent) -> _Fold:
 def _on_session_completed(fold: _Fold, event: PaymentEvent) -> _Fold:
     session = _session(event)
     fold = _link_session(fold, session)
-    if session.payment_status == "paid":
+    if _session_paid(session):
         return _settle_session(fold, session)
     # Delayed methods (SOFORT) complete the checkout before the money moves: the payment is under
     # way. After a failure, a later completion is the customer's retry going through.
-    return replace(fold, status="processing") if fold.status in _OPEN else fold
+    return replace(fold, status=OrderStatus.PROCESSING) if fold.status in _OPEN else fold
 
 
 def _settle_session(fold: _Fold, session: CheckoutSession) -> _Fold:
@@ -283,15 +287,18 @@ def _settle(fold: _Fold, payment: _Payment) -> _Fold:
         # Wrong money is not payment of this order: the status stays, so neither refunds nor
         # expiry treat the order as paid.
         return fold.with_reason(mismatch)
-    if fold.status == "paid":
+    if fold.status == OrderStatus.PAID:
         return _paid_again(fold, payment)
-    if fold.status in ("canceled", "expired"):
+    if fold.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
         fold = fold.with_reason(
             f"paid_after_{fold.status}: money arrived for an order that was {fold.status},"
             " which the merchant may have released"
         )
     return replace(
-        fold, status="paid", amount_received=payment.amount, paid_by=payment.payment_intent_id
+        fold,
+        status=OrderStatus.PAID,
+        amount_received=payment.amount,
+        paid_by=payment.payment_intent_id,
     )
 
 
@@ -324,15 +331,15 @@ def _on_refund_updated(fold: _Fold, event: PaymentEvent) -> _Fold:
 
 
 _HANDLERS: Final[Mapping[str, _Handler]] = {
-    _INTENT_CREATED: _on_intent_created,
-    "payment_intent.requires_action": _in_flight("requires_action"),
-    "payment_intent.processing": _in_flight("processing"),
-    "payment_intent.payment_failed": _in_flight("payment_failed"),
-    "payment_intent.canceled": _on_intent_canceled,
-    "payment_intent.succeeded": _on_intent_succeeded,
-    _SESSION_COMPLETED: _on_session_completed,
-    "checkout.session.expired": _on_session_expired,
-    _REFUND_UPDATED: _on_refund_updated,
+    EventType.PAYMENT_INTENT_CREATED: _on_intent_created,
+    EventType.PAYMENT_INTENT_REQUIRES_ACTION: _in_flight(OrderStatus.REQUIRES_ACTION),
+    EventType.PAYMENT_INTENT_PROCESSING: _in_flight(OrderStatus.PROCESSING),
+    EventType.PAYMENT_INTENT_PAYMENT_FAILED: _in_flight(OrderStatus.PAYMENT_FAILED),
+    EventType.PAYMENT_INTENT_CANCELED: _on_intent_canceled,
+    EventType.PAYMENT_INTENT_SUCCEEDED: _on_intent_succeeded,
+    EventType.CHECKOUT_SESSION_COMPLETED: _on_session_completed,
+    EventType.CHECKOUT_SESSION_EXPIRED: _on_session_expired,
+    EventType.CHARGE_REFUND_UPDATED: _on_refund_updated,
 }
 
 
@@ -363,6 +370,10 @@ def _session(event: PaymentEvent) -> CheckoutSession:
     return event.object
 
 
+def _session_paid(session: CheckoutSession) -> bool:
+    return session.payment_status == "paid"
+
+
 def _refund(event: PaymentEvent) -> Refund:
     if not isinstance(event.object, Refund):
         raise ValueError(f"event {event.event_id}: {event.type} does not carry a Refund")
@@ -383,7 +394,7 @@ def _finish(fold: _Fold) -> OrderState:
         )
     status: OrderStatus = fold.status
     refunded = 0
-    if fold.status == "paid":
+    if fold.status == OrderStatus.PAID:
         # A refund seen before the payment is kept, and counts from the moment the order is paid.
         refunded = totals.succeeded
         status = _refund_status(refunded, fold.amount_received)
@@ -406,5 +417,5 @@ def _finish(fold: _Fold) -> OrderState:
 
 def _refund_status(refunded: int, received: int) -> OrderStatus:
     if refunded <= 0:
-        return "paid"
-    return "partially_refunded" if refunded < received else "refunded"
+        return OrderStatus.PAID
+    return OrderStatus.PARTIALLY_REFUNDED if refunded < received else OrderStatus.REFUNDED

@@ -11,18 +11,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from service.wooshpay.events import Refund
+from service.domain.events import Refund, RefundStatus
 
 # Tie-break between updates of one refund stamped with the same millisecond: the later stage of a
 # refund's life wins. Customer action comes before the refund is submitted (pending), terminal
 # statuses beat both, and `failed` ranks last because a refund can fail after it succeeded (the
 # bank returns the money), never the other way round.
 REFUND_STATUS_RANK: Final[Mapping[str, int]] = {
-    "requires_action": 0,
-    "pending": 1,
-    "succeeded": 2,
-    "canceled": 3,
-    "failed": 4,
+    RefundStatus.REQUIRES_ACTION: 0,
+    RefundStatus.PENDING: 1,
+    RefundStatus.SUCCEEDED: 2,
+    RefundStatus.CANCELED: 3,
+    RefundStatus.FAILED: 4,
 }
 
 
@@ -32,7 +32,7 @@ class RefundState:
 
     refund_id: str
     amount: int
-    status: str  # pending | requires_action | succeeded | failed | canceled
+    status: str  # one of RefundStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,4 +65,4 @@ def summarise(latest: Mapping[str, Refund], currency: str) -> RefundTotals:
 
 def _succeeded_total(refunds: Iterable[Refund]) -> int:
     # Pending or requires_action money has not left yet; failed/canceled never will (or came back).
-    return sum(r.amount for r in refunds if r.status == "succeeded")
+    return sum(r.amount for r in refunds if r.status == RefundStatus.SUCCEEDED)

@@ -1,7 +1,7 @@
 """Group commit for the ingress: concurrent requests share one inbox transaction and one Redis
-round trip, instead of one commit and three Redis round trips each.
+round trip, so the cost of a commit and of a round trip is divided among the events of a batch.
 
-Every guarantee of the single-request path holds per event: an event is answered 200 only after
+Each event keeps the guarantees it would have if recorded alone: it is answered 200 only after
 the transaction holding it committed; if that transaction fails, every request in the batch gets
 StoreUnavailable (503) and WooshPay retries; a Redis failure only defers the enqueue (the inbox
 row is `pending`, and the sweeper enqueues it).
@@ -12,24 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.domain.event_status import EventStatus
 from service.queue import QUEUE_ERRORS, enqueue_events
 from service.store.inbox import NewEvent, first_new, record_new_events
 from service.store.outages import is_store_outage
+from service.timeouts import ENQUEUE_TIMEOUT_S, RECORD_TIMEOUT_S
 
 log = structlog.get_logger("service.ingress.inbox_writer")
 
+# The most requests one inbox statement records: it bounds the statement's size and parameter
+# count; requests beyond it form the next batch.
 MAX_BATCH: Final = 256
-# Bounds on one batch's I/O; past them the batch answers 503 (or defers the enqueue).
-RECORD_TIMEOUT_S: Final = 10.0
-ENQUEUE_TIMEOUT_S: Final = 2.0
+
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -96,7 +99,7 @@ class InboxWriter:
             while self._waiting:
                 # Requests arriving while every slot is busy wait here and form the next batch.
                 await self._slots.acquire()
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                batch, self._waiting = next_batch(self._waiting)
                 task = asyncio.get_running_loop().create_task(self._flush(batch))
                 self._flushes.add(task)
                 task.add_done_callback(self._flushes.discard)
@@ -114,11 +117,10 @@ class InboxWriter:
             return
         finally:
             self._slots.release()
-        enqueued = await self._enqueue(batch, new_ids)
-        # The first request of an id in this batch owns the new row; repeats are duplicates.
-        flags = first_new([w.item for w in batch], new_ids)
-        for waiting, is_new in zip(batch, flags, strict=True):
-            _settle(waiting, Recorded(is_new=is_new, enqueued=enqueued))
+        items = [w.item for w in batch]
+        enqueued = await self._enqueue(ids_to_enqueue(items, new_ids))
+        for waiting, recorded in zip(batch, outcomes(items, new_ids, enqueued), strict=True):
+            _settle(waiting, recorded)
 
     async def _commit(self, batch: list[_Waiting]) -> set[str]:
         async with asyncio.timeout(RECORD_TIMEOUT_S):
@@ -126,14 +128,8 @@ class InboxWriter:
                 self._engine, [w.item for w in batch], now_ms=int(self._clock() * 1000)
             )
 
-    async def _enqueue(self, batch: list[_Waiting], new_ids: set[str]) -> bool:
-        to_enqueue = list(
-            dict.fromkeys(
-                w.item.event.event_id
-                for w in batch
-                if w.item.event.event_id in new_ids and w.item.status == "pending"
-            )
-        )
+    async def _enqueue(self, to_enqueue: list[str]) -> bool:
+        """Enqueue a committed batch's jobs; False when Redis failed and the sweeper will."""
         if not to_enqueue:
             return True
         try:
@@ -146,6 +142,31 @@ class InboxWriter:
             self._on_deferred(len(to_enqueue))
             return False
         return True
+
+
+def next_batch(waiting: list[T], limit: int = MAX_BATCH) -> tuple[list[T], list[T]]:
+    """The next batch, the `limit` oldest waiting requests in arrival order, and the rest."""
+    return waiting[:limit], waiting[limit:]
+
+
+def ids_to_enqueue(items: Sequence[NewEvent], new_ids: set[str]) -> list[str]:
+    """The event ids of a committed batch that need a reconcile job: those whose row this batch
+    created (`new_ids`, from record_new_events) and that are `pending` (an `ignored` event is
+    finished on arrival), each once, in arrival order. An id already known was enqueued when
+    it was first recorded, or is left to the sweeper."""
+    return list(
+        dict.fromkeys(
+            item.event.event_id
+            for item in items
+            if item.event.event_id in new_ids and item.status == EventStatus.PENDING
+        )
+    )
+
+
+def outcomes(items: Sequence[NewEvent], new_ids: set[str], enqueued: bool) -> list[Recorded]:
+    """Each request's answer once its batch committed: the first request of an id the batch
+    created owns the new row; repeats in the batch and ids already known are duplicates."""
+    return [Recorded(is_new=is_new, enqueued=enqueued) for is_new in first_new(items, new_ids)]
 
 
 def _settle(

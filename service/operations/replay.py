@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.domain.event_status import EventStatus
 from service.queue import enqueue_event, replay_job_id_for
 from service.store.inbox import EventRecord, get_event, list_events, reopen_for_replay
 
@@ -28,7 +29,9 @@ async def plan_replay(
 ) -> ReplayPlan:
     """Which recorded events a replay would touch (by id, or every `failed` one)."""
     if failed:
-        return ReplayPlan(await list_events(engine, status="failed", event_type=event_type))
+        return ReplayPlan(
+            await list_events(engine, status=EventStatus.FAILED, event_type=event_type)
+        )
     found: list[EventRecord] = []
     unknown: list[str] = []
     for event_id in dict.fromkeys(event_ids):

@@ -6,14 +6,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.domain.orders import OrderState, OrderTerms, RefundState, initial_state
-from service.store.engine import DriverTransaction, Query
-from service.store.schema import events, order_links, orders, refunds
+from service.domain.orders import OrderState, OrderTerms, initial_state
+from service.domain.refunds import RefundState
+from service.store import inbox
+from service.store.driver import DriverTransaction, Query
+from service.store.schema import order_links, orders, refunds
 
 LINK_PAYMENT_INTENT = "payment_intent"
 LINK_CHECKOUT_SESSION = "checkout_session"
@@ -42,9 +44,7 @@ async def add_order(engine: AsyncEngine, terms: OrderTerms, *, now_ms: int) -> O
                     currency=terms.currency,
                     registered_payment_intent_id=terms.payment_intent_id,
                     registered_checkout_session_id=terms.checkout_session_id,
-                    status=state.status,
-                    payment_intent_id=state.payment_intent_id,
-                    checkout_session_id=state.checkout_session_id,
+                    **_projected(state),
                     created_ms=now_ms,
                     updated_ms=now_ms,
                 )
@@ -66,6 +66,12 @@ async def _insert_links(connection: AsyncConnection, terms: OrderTerms) -> None:
                     external_id=external_id, kind=kind, order_id=terms.order_id
                 )
             )
+
+
+async def probe_orders_table(connection: AsyncConnection) -> None:
+    """Touch the orders table (a constant, at most one row): on a store never migrated this
+    fails ("no such table")."""
+    await connection.execute(select(literal(1)).select_from(orders).limit(1))
 
 
 async def get_order(engine: AsyncEngine, order_id: str) -> OrderView | None:
@@ -130,8 +136,8 @@ def _view(m: Mapping[Any, Any], order_refunds: list[RefundState]) -> OrderView:
 
 # --- used inside the reconciler's transaction -------------------------------------------------
 #
-# The reconciler runs these on the driver connection (service.store.engine.driver_transaction):
-# about ten statements per event, each several times cheaper than through SQLAlchemy.
+# The reconciler runs these on the driver connection (service.store.driver.driver_transaction):
+# about ten statements per event, each without SQLAlchemy's per-statement work.
 
 _LOCK_ORDER = Query(select(orders).where(orders.c.order_id == bindparam("key")).with_for_update())
 # Read after the lock, never joined into it: a SELECT ... FOR UPDATE that waited re-reads the
@@ -156,41 +162,37 @@ _LINK = {
     )
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
+# The order columns the projection computes (OrderState's fields of the same names).
+_PROJECTED_COLUMNS = (
+    "status",
+    "amount_received",
+    "amount_refunded",
+    "payment_intent_id",
+    "checkout_session_id",
+    "needs_review",
+    "review_reason",
+)
+
+
+def _projected(state: OrderState, prefix: str = "") -> dict[str, object]:
+    """The projected columns' values of `state`, keyed `prefix + column`."""
+    return {prefix + column: getattr(state, column) for column in _PROJECTED_COLUMNS}
+
+
 _SAVE_ORDER_STATEMENT = (
     update(orders)
     .where(orders.c.order_id == bindparam("key"))
     .values(
-        status=bindparam("new_status"),
-        amount_received=bindparam("new_amount_received"),
-        amount_refunded=bindparam("new_amount_refunded"),
-        payment_intent_id=bindparam("new_payment_intent_id"),
-        checkout_session_id=bindparam("new_checkout_session_id"),
-        needs_review=bindparam("new_needs_review"),
-        review_reason=bindparam("new_review_reason"),
+        **{column: bindparam(f"new_{column}") for column in _PROJECTED_COLUMNS},
         version=orders.c.version + 1,
         updated_ms=bindparam("now_ms"),
     )
 )
 _SAVE_ORDER = Query(_SAVE_ORDER_STATEMENT)
-# The end of an event's processing: its status (`processed` or `ignored`), the order it was
-# applied to, one more attempt. On PostgreSQL an applied event is marked in the statement that
-# saves its order (a data-modifying WITH), one round trip fewer per event; SQLite runs the two
-# apart.
-_MARK_EVENT_STATEMENT = (
-    update(events)
-    .where(events.c.event_id == bindparam("event_key"))
-    .values(
-        status=bindparam("event_status"),
-        order_id=bindparam("event_order_id"),
-        attempts=events.c.attempts + 1,
-        updated_ms=bindparam("now_ms"),
-        processed_ms=bindparam("now_ms"),
-    )
-)
-_MARK_EVENT = Query(_MARK_EVENT_STATEMENT)
-_SAVE_ORDER_AND_MARK_EVENT = Query(
-    _SAVE_ORDER_STATEMENT.add_cte(_MARK_EVENT_STATEMENT.cte("processed_event"))
-)
+# On PostgreSQL an applied event is marked `processed` in the statement that saves its order (a
+# data-modifying WITH), one round trip fewer per event; SQLite runs the two apart. The inbox
+# writes the event's part (inbox.mark_processed_cte), this module the statement that carries it.
+_SAVE_ORDER_AND_MARK_EVENT = Query(_SAVE_ORDER_STATEMENT.add_cte(inbox.mark_processed_cte()))
 _DELETE_REFUNDS = Query(delete(refunds).where(refunds.c.order_id == bindparam("key")))
 _INSERT_REFUND = Query(
     insert(refunds).values(
@@ -253,25 +255,6 @@ async def link(transaction: DriverTransaction, order_id: str, kind: str, externa
     )
 
 
-async def mark_event(
-    transaction: DriverTransaction,
-    event_id: str,
-    status: str,
-    order_id: str | None,
-    *,
-    now_ms: int,
-) -> None:
-    """Record that an event's processing ended: `processed` (applied to `order_id`, which may
-    have changed nothing) or `ignored`."""
-    await transaction.execute(
-        _MARK_EVENT,
-        event_key=event_id,
-        event_status=status,
-        event_order_id=order_id,
-        now_ms=now_ms,
-    )
-
-
 async def save_state(
     transaction: DriverTransaction,
     order: OrderView,
@@ -286,21 +269,13 @@ async def save_state(
     if transaction.dialect_name == "postgresql":
         save = _SAVE_ORDER_AND_MARK_EVENT
     else:
-        await mark_event(transaction, processed_event_id, "processed", order_id, now_ms=now_ms)
+        await inbox.mark_processed(transaction, processed_event_id, order_id, now_ms=now_ms)
         save = _SAVE_ORDER
     await transaction.execute(
         save,
-        event_key=processed_event_id,
-        event_status="processed",
-        event_order_id=order_id,
+        **inbox.mark_processed_params(processed_event_id, order_id),
         key=order_id,
-        new_status=state.status,
-        new_amount_received=state.amount_received,
-        new_amount_refunded=state.amount_refunded,
-        new_payment_intent_id=state.payment_intent_id,
-        new_checkout_session_id=state.checkout_session_id,
-        new_needs_review=state.needs_review,
-        new_review_reason=state.review_reason,
+        **_projected(state, prefix="new_"),
         now_ms=now_ms,
     )
     if state.refunds == order.state.refunds:

@@ -19,11 +19,14 @@ from sqlalchemy import (
     false,
 )
 
+from service.domain.event_status import EventStatus
+
 ID = String(255)
 
 metadata = MetaData()
 
-EVENT_STATUSES: Final = ("pending", "processed", "ignored", "failed")
+# The values `events.status` holds.
+EVENT_STATUSES: Final = tuple(status.value for status in EventStatus)
 
 # The inbox: every verified event, recorded before the ingress answers 2xx.
 events = Table(
@@ -34,7 +37,7 @@ events = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("livemode", Boolean, nullable=True),
     Column("body", LargeBinary, nullable=False),
-    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("status", String(16), nullable=False, server_default=EventStatus.PENDING.value),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text, nullable=True),
     Column("order_id", ID, nullable=True),

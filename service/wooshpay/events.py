@@ -1,4 +1,5 @@
-"""Parsing WooshPay event envelopes and the objects they carry into typed values.
+"""Parsing WooshPay event envelopes, and the objects they carry into the domain's typed values
+(`service.domain.events`).
 
 Two levels, because they fail differently: a body that is not an event envelope is bad input
 (400 at the ingress, nothing recorded); an envelope whose `data.object` cannot be understood for
@@ -14,31 +15,25 @@ from typing import Any, Final, TypeGuard
 
 import orjson
 
+from service.domain.currency import normalise_currency
+from service.domain.events import (
+    CHECKOUT_SESSION_TYPES,
+    IN_SCOPE_TYPES,
+    PAYMENT_INTENT_TYPES,
+    REFUND_STATUSES,
+    REFUND_TYPES,
+    CheckoutSession,
+    PaymentEvent,
+    PaymentIntent,
+    PaymentObject,
+    Refund,
+)
 from service.wooshpay.timestamps import to_milliseconds
 
 MAX_ID_LENGTH: Final = 255
 # Largest integer we accept for timestamps and amounts: beyond 64-bit it is nonsense, and
 # PostgreSQL BIGINT would refuse it.
 MAX_INT: Final = 2**63 - 1
-
-PAYMENT_INTENT_TYPES: Final = frozenset(
-    {
-        "payment_intent.created",
-        "payment_intent.requires_action",
-        "payment_intent.processing",
-        "payment_intent.succeeded",
-        "payment_intent.payment_failed",
-        "payment_intent.canceled",
-    }
-)
-CHECKOUT_SESSION_TYPES: Final = frozenset(
-    {"checkout.session.completed", "checkout.session.expired"}
-)
-REFUND_TYPES: Final = frozenset({"charge.refund.updated"})
-IN_SCOPE_TYPES: Final = PAYMENT_INTENT_TYPES | CHECKOUT_SESSION_TYPES | REFUND_TYPES
-REFUND_STATUSES: Final = frozenset(
-    {"pending", "requires_action", "succeeded", "failed", "canceled"}
-)
 
 
 class InvalidEvent(ValueError):
@@ -62,49 +57,6 @@ class WebhookEvent:
     @property
     def in_scope(self) -> bool:
         return self.type in IN_SCOPE_TYPES
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentIntent:
-    id: str
-    amount: int
-    amount_received: int | None
-    currency: str
-    merchant_order_id: str | None
-    metadata_order_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CheckoutSession:
-    id: str
-    client_reference_id: str | None
-    metadata_order_id: str | None
-    payment_intent: str | None
-    payment_status: str | None
-    amount_total: int | None
-    currency: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Refund:
-    id: str
-    amount: int
-    currency: str
-    payment_intent: str
-    status: str
-
-
-PaymentObject = PaymentIntent | CheckoutSession | Refund
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentEvent:
-    """An in-scope event with its object parsed: what the reconciler works on."""
-
-    event_id: str
-    type: str
-    created_ms: int
-    object: PaymentObject
 
 
 def parse_envelope(body: bytes) -> WebhookEvent:
@@ -133,7 +85,7 @@ def parse_envelope(body: bytes) -> WebhookEvent:
 def _load_json(body: bytes) -> Any:
     """The JSON document in body, which must be UTF-8 (RFC 8259)."""
     try:
-        # orjson parses a webhook in a third of the standard library's time.
+        # orjson first: every webhook body is parsed here, and orjson is the faster parser.
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
@@ -253,11 +205,10 @@ def _optional_amount(obj: Mapping[str, Any], key: str) -> int | None:
 
 
 def _currency(obj: Mapping[str, Any]) -> str:
-    value = obj.get("currency")
-    # Currency codes arrive upper- or lower-case (`EUR`, `eur`); we store upper.
-    if not isinstance(value, str) or len(value) != 3 or not value.isascii() or not value.isalpha():
-        raise InvalidObject("object 'currency' must be a three-letter code")
-    return value.upper()
+    try:
+        return normalise_currency(obj.get("currency"))
+    except ValueError as error:
+        raise InvalidObject(str(error)) from error
 
 
 def _is_int(value: object) -> TypeGuard[int]:

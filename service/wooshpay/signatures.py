@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 from service.wooshpay.timestamps import to_seconds
 
+# The request header carrying the signature (HTTP header names are case-insensitive).
+SIGNATURE_HEADER = "Wooshpay-Signature"
+
 MISSING_SIGNATURE = "missing_signature"
 MALFORMED_SIGNATURE = "malformed_signature"
 TIMESTAMP_OUTSIDE_TOLERANCE = "timestamp_outside_tolerance"
@@ -111,7 +114,7 @@ def compute_signature(body: bytes, secret: str, timestamp_text: str) -> str:
     and Stripe do, and decoding or trimming it would produce a different key.
     """
     signed_payload = timestamp_text.encode("ascii") + b"." + body
-    # hmac.digest is the one-shot C implementation: a third faster than hmac.new per request.
+    # hmac.digest is the one-shot C implementation: no HMAC object is built per request.
     return hmac.digest(secret.encode("utf-8"), signed_payload, "sha256").hex()
 
 

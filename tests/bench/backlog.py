@@ -10,6 +10,7 @@ from typing import Final
 from sqlalchemy import func, insert, select
 
 from service.devtools.sender import EventOptions, build_event
+from service.domain.event_status import EventStatus
 from service.domain.orders import OrderTerms, initial_state
 from service.queue import create_redis, enqueue_events
 from service.store.engine import create_engine
@@ -67,7 +68,7 @@ async def record_events(database_url: str, count: int, order_ids: Sequence[str])
     """`count` events for the orders, recorded `pending` as the ingress records them."""
     now_ms = int(time.time() * 1000)
     items = [
-        NewEvent(parse_envelope(body), body, "pending")
+        NewEvent(parse_envelope(body), body, EventStatus.PENDING)
         for body in event_bodies(count, orders=order_ids, now_ms=now_ms)
     ]
     engine = create_engine(database_url)

@@ -15,7 +15,8 @@ from arq.worker import Worker
 
 from service.cli.common import load_settings
 from service.queue import RECONCILE_FUNCTION, create_redis
-from workers.main import JOB_TIMEOUT_S, arq_max_tries, worker_options
+from service.timeouts import JOB_TIMEOUT_S
+from workers.main import arq_max_tries, worker_options
 
 
 async def noop(ctx: dict[str, Any], event_id: str) -> str:

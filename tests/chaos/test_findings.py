@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.devtools.local_redis import LocalRedis
 from service.devtools.sender import EventOptions, build_event, encode_event
+from service.domain.event_status import EventStatus
 from service.queue import create_redis, enqueue_event, job_id_for
 from service.store.engine import create_engine
 from service.store.inbox import NewEvent, record_new_events
@@ -40,7 +41,7 @@ def _refund_events(count: int, *, tag: str) -> list[NewEvent]:
             "charge.refund.updated", options, now_ms=int(time.time() * 1000)
         )
         body = encode_event(event_document)
-        items.append(NewEvent(parse_envelope(body), body, "pending"))
+        items.append(NewEvent(parse_envelope(body), body, EventStatus.PENDING))
     return items
 
 

@@ -31,6 +31,7 @@ from service.cli.main import main
 from service.devtools.local_redis import LocalRedis, free_port, start_local_redis
 from service.devtools.send_command import send
 from service.devtools.sender import SUPPORTED_TYPES
+from service.domain.event_status import EventStatus
 from service.queue import DEFAULT_QUEUE_NAME
 from service.store.engine import create_engine
 from service.store.inbox import NewEvent, get_event, record_event
@@ -196,7 +197,7 @@ async def _record(url: str, event_id: str, event_type: str, status: str, receive
     engine = create_engine(url)
     try:
         is_new = await record_event(
-            engine, NewEvent(parse_envelope(body), body, status), now_ms=received_ms
+            engine, NewEvent(parse_envelope(body), body, EventStatus(status)), now_ms=received_ms
         )
         assert is_new
     finally:

@@ -29,6 +29,7 @@ from service.cli.main import main
 from service.cli.store_access import StoreProblem, in_store
 from service.devtools.local_redis import LocalRedis, free_port, start_local_redis
 from service.devtools.sender import EventOptions, build_event, encode_event
+from service.domain.event_status import EventStatus
 from service.secrets import SecretUrl
 from service.store.engine import create_engine
 from service.store.inbox import NewEvent, record_event
@@ -234,7 +235,7 @@ async def _record_pending_event(database_url: str) -> str:
     engine = create_engine(database_url)
     try:
         envelope = parse_envelope(body)
-        assert await record_event(engine, NewEvent(envelope, body, "pending"), now_ms=1)
+        assert await record_event(engine, NewEvent(envelope, body, EventStatus.PENDING), now_ms=1)
     finally:
         await engine.dispose()
     return envelope.event_id

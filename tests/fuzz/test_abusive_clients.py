@@ -31,12 +31,12 @@ import pytest_asyncio
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
-import service.ingress.app
 from service.devtools.local_redis import LocalRedis, free_port, start_local_redis
 from service.devtools.sender import EventOptions, build_event, encode_event
 from service.queue import DEFAULT_QUEUE_NAME
 from service.store.engine import create_engine
 from service.store.schema import events
+from service.timeouts import BODY_TIMEOUT_S
 from service.wooshpay.signatures import sign_header
 from tests.fuzz.conftest import RawAnswer, http_request, parse_status, raw_socket
 from tests.support.leaks import webhook_secret
@@ -418,19 +418,14 @@ async def test_bad_signature_flood_with_genuine_deliveries(live: Server) -> None
     assert rss_after - rss_before < RSS_GROWTH_MIB, f"RSS {rss_before:.0f} -> {rss_after:.0f} MiB"
 
 
-# --- (d) the body timeout (upcoming: BODY_TIMEOUT_S in service/ingress/app.py)
-# -------------------------
+# --- (d) the body timeout -----------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not hasattr(service.ingress.app, "BODY_TIMEOUT_S"),
-    reason="the ingress has no body timeout yet (service.ingress.app.BODY_TIMEOUT_S)",
-)
 async def test_incomplete_bodies_are_answered_408_after_the_body_timeout(live: Server) -> None:
     """A client that stops sending its declared body, and one that trickles it one byte per
     0.2 s, are answered 408 once BODY_TIMEOUT_S has passed since the request began (not much
     later); genuine deliveries are served meanwhile; neither is recorded."""
-    timeout_s = float(getattr(service.ingress.app, "BODY_TIMEOUT_S"))  # noqa: B009 - not yet in mypy's view
+    timeout_s = BODY_TIMEOUT_S
     rows_before = await inbox_count(live.database_url)
 
     async def stalled() -> tuple[RawAnswer, float]:

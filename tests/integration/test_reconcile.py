@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.devtools.local_redis import LocalRedis, start_local_redis
 from service.devtools.sender import EventOptions, build_event, encode_event
-from service.domain.orders import OrderState, RefundState
+from service.domain import OrderState, RefundState
+from service.domain.event_status import EventStatus
 from service.ingress.app import create_app
 from service.operations.replay import execute_replay, plan_replay
 from service.queue import DEFAULT_QUEUE_NAME, create_redis
@@ -482,7 +483,7 @@ async def test_stopped_worker_process_closes_its_redis_connections(
     # Recorded a minute ago and never enqueued: the sweeper's to find, through its own client.
     body = encode_event(events[0])
     await record_event(
-        engine, NewEvent(parse_envelope(body), body, "pending"), now_ms=now_ms() - 60_000
+        engine, NewEvent(parse_envelope(body), body, EventStatus.PENDING), now_ms=now_ms() - 60_000
     )
     created: list[ArqRedis] = []
 

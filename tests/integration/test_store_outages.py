@@ -31,7 +31,8 @@ from service.ingress.app import create_app
 from service.secrets import SecretUrl
 from service.settings import Settings
 from service.store import engine as engine_module
-from service.store.engine import create_engine, driver_transaction
+from service.store.driver import driver_transaction
+from service.store.engine import create_engine
 from service.store.inbox import get_event
 from service.store.outages import STORE_OUTAGE_ERRORS, is_store_outage
 from tests.support import databases

@@ -25,15 +25,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.devtools.local_redis import terminate
 from service.devtools.sender import EventOptions, build_event, encode_event
+from service.domain.event_status import EventStatus
+from service.domain.events import PaymentEvent
 from service.domain.orders import OrderState, OrderTerms, project
-from service.ingress.app import SIGNATURE_HEADER, WEBHOOK_PATH
+from service.ingress.app import WEBHOOK_PATH
 from service.queue import enqueue_event, replay_job_id_for
 from service.settings import Settings
 from service.store.inbox import NewEvent, list_events, record_event
 from service.store.orders import OrderView, add_order, get_order
 from service.store.schema import orders
-from service.wooshpay.events import PaymentEvent, parse_envelope, parse_payment_event
-from service.wooshpay.signatures import sign_header
+from service.wooshpay.events import parse_envelope, parse_payment_event
+from service.wooshpay.signatures import SIGNATURE_HEADER, sign_header
 from tests.support import leak_watch
 from tests.support.leaks import add_customer
 from tests.support.processes import cli_env
@@ -217,7 +219,7 @@ async def record(engine: AsyncEngine, events: Iterable[Event]) -> list[bool]:
     for item in events:
         body = encode_event(item)
         envelope = parse_envelope(body)
-        status = "pending" if envelope.in_scope else "ignored"
+        status = EventStatus.PENDING if envelope.in_scope else EventStatus.IGNORED
         results.append(
             await record_event(engine, NewEvent(envelope, body, status), now_ms=now_ms())
         )

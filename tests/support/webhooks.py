@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.devtools.sender import EventOptions, build_event, encode_event
-from service.ingress.app import SIGNATURE_HEADER, WEBHOOK_PATH
+from service.ingress.app import WEBHOOK_PATH
 from service.queue import create_redis
 from service.store.schema import events
-from service.wooshpay.signatures import sign_header
+from service.wooshpay.signatures import SIGNATURE_HEADER, sign_header
 from tests.conftest import SECRET
 from tests.support.leaks import add_customer
 

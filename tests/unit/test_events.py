@@ -12,17 +12,19 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from service.wooshpay.events import (
+from service.domain.events import (
     CHECKOUT_SESSION_TYPES,
     IN_SCOPE_TYPES,
     PAYMENT_INTENT_TYPES,
     REFUND_TYPES,
     CheckoutSession,
-    InvalidEvent,
-    InvalidObject,
     PaymentEvent,
     PaymentIntent,
     Refund,
+)
+from service.wooshpay.events import (
+    InvalidEvent,
+    InvalidObject,
     WebhookEvent,
     parse_envelope,
     parse_payment_event,

@@ -20,17 +20,17 @@ import pytest
 
 from service.cli.common import DEFAULT_PORT
 from service.cli.main import DEFAULT_WORKER_METRICS_PORT
-from service.ingress.app import BODY_TIMEOUT_S, POSTGRES_CONCURRENT_BATCHES, WEBHOOK_PATH
+from service.ingress.app import POSTGRES_CONCURRENT_BATCHES, WEBHOOK_PATH
 from service.settings import Settings
 from service.store.engine import create_engine
-from workers.main import (
+from service.timeouts import (
+    BODY_TIMEOUT_S,
     JOB_COMPLETION_WAIT_S,
     JOB_TIMEOUT_S,
-    MAX_JOBS,
     POLL_DELAY_S,
-    QUEUE_READ_LIMIT,
+    STALE_AFTER_S,
 )
-from workers.metrics_server import STALE_AFTER_S
+from workers.main import MAX_JOBS, QUEUE_READ_LIMIT
 from workers.retries import MAX_DELAY_S
 
 REPO: Final = Path(__file__).resolve().parents[2]

@@ -1,13 +1,13 @@
 """The deployment files under deploy/ checked against the code they run.
 
-Nothing here builds or runs a container: the files are parsed and every command line, setting,
-probe, port, metric and log name they mention is looked up in the real CLI, Settings, routes,
-metric registries and code.
+Nothing here builds, runs or starts anything: the files are parsed and every command line,
+setting, probe, port, metric and log name they mention is looked up in the real CLI, Settings,
+routes, metric registries and code. The checks that need a running ingress or worker (the
+health-check script, the routes the probes hit) are in tests/integration/test_deploy_probes.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import subprocess
@@ -15,39 +15,50 @@ import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import click
 import pytest
-import yaml
-from aiohttp.test_utils import TestServer
 from prometheus_client.metrics import MetricWrapperBase
 
-import service.cli.main as cli
 from service.cli.common import DEFAULT_PORT
-from service.cli.main import main
-from service.ingress.app import WEBHOOK_PATH, create_app
+from service.cli.main import DEFAULT_WORKER_METRICS_PORT
+from service.domain.events import IN_SCOPE_TYPES
+from service.ingress.app import WEBHOOK_PATH
 from service.metrics import IngressMetrics
-from service.secrets import Secret, SecretUrl
 from service.settings import Settings
 from service.store.schema import EVENT_STATUSES
+from service.timeouts import (
+    JOB_COMPLETION_WAIT_S,
+    JOB_TIMEOUT_S,
+    PROBE_TIMEOUT_S,
+    SHUTDOWN_TIMEOUT_S,
+)
 from service.wooshpay import signatures
-from service.wooshpay.events import IN_SCOPE_TYPES
+from tests.support.deploy_files import (
+    DEPLOY,
+    EXECUTABLE,
+    ROOT,
+    app_containers,
+    app_services,
+    compose,
+    container_port,
+    documents,
+    k8s,
+    k8s_kind,
+    k8s_named,
+    listening_port,
+    pod_specs,
+    resolve,
+    role,
+)
 from workers import apply
-from workers.main import JOB_COMPLETION_WAIT_S, JOB_TIMEOUT_S
 from workers.metrics import WorkerMetrics
-from workers.metrics_server import STALE_AFTER_S, start_metrics_server
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
 DOCKERFILE = DEPLOY / "Dockerfile"
-HEALTHCHECK_SCRIPT = DEPLOY / "healthcheck.py"
 RUNBOOK = DEPLOY / "OPERATIONS.md"
 DASHBOARD = DEPLOY / "grafana" / "wooshpay-dashboard.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
 
-EXECUTABLE = "wooshpay-webhooks"
 HELP_OPTIONS = frozenset({"--help", "-h"})
 # Settings that are secrets (or carry passwords): only ever from a Secret or deploy/.env.
 SENSITIVE_SETTINGS = frozenset({"WOOSHPAY_WEBHOOK_SECRETS", "DATABASE_URL", "REDIS_URL"})
@@ -58,58 +69,12 @@ TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod"})
 JOBS = frozenset({"wooshpay-ingress", "wooshpay-worker"})
 PROMETHEUS_METRICS = frozenset({"up"})
 
-Document = dict[str, Any]
-
 
 # ---- loading ---------------------------------------------------------------------------------
 
 
 def _yaml_files() -> list[Path]:
     return sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
-
-
-def _documents(path: Path) -> list[Document]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
-
-
-def _compose() -> Document:
-    return _documents(DEPLOY / "compose.yaml")[0]
-
-
-def _k8s() -> list[Document]:
-    return [doc for path in sorted(K8S.glob("*.yaml")) for doc in _documents(path)]
-
-
-def _k8s_kind(kind: str) -> list[Document]:
-    return [doc for doc in _k8s() if doc["kind"] == kind]
-
-
-def _k8s_named(kind: str, name: str) -> Document:
-    (doc,) = [doc for doc in _k8s_kind(kind) if doc["metadata"]["name"] == name]
-    return doc
-
-
-def _pod_specs() -> list[tuple[str, Document]]:
-    workloads = _k8s_kind("Deployment") + _k8s_kind("Job")
-    return [(doc["metadata"]["name"], doc["spec"]["template"]["spec"]) for doc in workloads]
-
-
-def _app_containers() -> list[tuple[str, Document]]:
-    return [
-        (f"{name}/{container['name']}", container)
-        for name, spec in _pod_specs()
-        for container in spec["containers"]
-        if EXECUTABLE in container["image"]
-    ]
-
-
-def _app_services() -> dict[str, Document]:
-    """Compose services that run the project's image (built from deploy/Dockerfile)."""
-    return {
-        name: service
-        for name, service in _compose()["services"].items()
-        if service.get("build", {}).get("dockerfile") == "deploy/Dockerfile"
-    }
 
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:
@@ -141,11 +106,11 @@ def _command_lines() -> list[tuple[str, list[str]]]:
     """Every argument list given to the image's entrypoint, named by where it comes from."""
     (cmd,) = _dockerfile("CMD")
     lines = [("Dockerfile CMD", _exec_form(cmd))]
-    for name, service in _app_services().items():
+    for name, service in app_services().items():
         command = service["command"]
         assert isinstance(command, list), f"compose {name}: command must be a list"
         lines.append((f"compose {name}", [str(arg) for arg in command]))
-    for name, container in _app_containers():
+    for name, container in app_containers():
         assert "command" not in container, f"{name}: must keep the image's entrypoint"
         lines.append((f"k8s {name}", [str(arg) for arg in container["args"]]))
     return lines
@@ -154,32 +119,16 @@ def _command_lines() -> list[tuple[str, list[str]]]:
 COMMAND_LINES = _command_lines()
 
 
-def _resolve(args: list[str]) -> tuple[list[str], click.Command, list[str]]:
-    """Walk the click groups: (subcommand path, the command, its remaining arguments)."""
-    command: click.Command = main
-    path: list[str] = []
-    rest = list(args)
-    while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
-        assert rest[0] in command.commands, f"no subcommand {rest[0]!r} in {path or ['main']}"
-        path.append(rest[0])
-        command = command.commands[rest.pop(0)]
-    return path, command, rest
-
-
 def _option_names(command: click.Command) -> set[str]:
     return {
         name for param in command.params for name in (*param.opts, *param.secondary_opts)
     } | HELP_OPTIONS
 
 
-def _option_value(args: list[str], option: str, default: int) -> int:
-    return int(args[args.index(option) + 1]) if option in args else default
-
-
 @pytest.mark.parametrize(("source", "args"), COMMAND_LINES, ids=[s for s, _ in COMMAND_LINES])
 def test_command_lines_use_existing_subcommands_and_options(source: str, args: list[str]) -> None:
     """Each command line names an existing subcommand, and click accepts its options and values."""
-    path, command, rest = _resolve(args)
+    path, command, rest = resolve(args)
     unknown = {arg.split("=")[0] for arg in rest if arg.startswith("-")} - _option_names(command)
     assert not unknown, f"{source}: {path} has no option {sorted(unknown)}"
     if not HELP_OPTIONS.intersection(rest):
@@ -187,16 +136,10 @@ def test_command_lines_use_existing_subcommands_and_options(source: str, args: l
         command.make_context(" ".join([EXECUTABLE, *path]), rest)
 
 
-def _role(args: list[str]) -> str:
-    """The top-level subcommand of a command line ("" for `--help` alone)."""
-    path = _resolve(args)[0]
-    return path[0] if path else ""
-
-
 def test_every_role_is_deployed() -> None:
     """Compose and Kubernetes run the ingress, the worker and the migration."""
-    compose_roles = {_role(args) for source, args in COMMAND_LINES if "compose" in source}
-    k8s_roles = {_role(args) for source, args in COMMAND_LINES if "k8s" in source}
+    compose_roles = {role(args) for source, args in COMMAND_LINES if "compose" in source}
+    k8s_roles = {role(args) for source, args in COMMAND_LINES if "k8s" in source}
     assert {"serve", "worker", "migrate"} <= compose_roles
     assert {"serve", "worker", "migrate"} == k8s_roles
 
@@ -259,7 +202,7 @@ def test_dockerfile_runs_as_non_root_without_baked_secrets() -> None:
     assert "PYTHONUNBUFFERED=1" in env_text
     baked = {name for name in _settings_variables() if re.search(rf"\b{name}\b", env_text)}
     assert not baked, f"settings baked into the image: {sorted(baked)}"
-    for _, spec in _pod_specs():
+    for _, spec in pod_specs():
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert str(spec["securityContext"]["runAsUser"]) == uid
 
@@ -267,54 +210,13 @@ def test_dockerfile_runs_as_non_root_without_baked_secrets() -> None:
 def test_dockerfile_exposes_and_health_checks_the_role_ports() -> None:
     """EXPOSE and HEALTHCHECK use the CLI's default ports and the copied health-check script."""
     exposed = {int(port) for arguments in _dockerfile("EXPOSE") for port in arguments.split()}
-    assert exposed == {DEFAULT_PORT, cli.DEFAULT_WORKER_METRICS_PORT}
+    assert exposed == {DEFAULT_PORT, DEFAULT_WORKER_METRICS_PORT}
     (healthcheck,) = _dockerfile("HEALTHCHECK")
     command = _exec_form(healthcheck.split(" CMD ", 1)[1])
     assert command[0] == "python"
     copies = {a.split()[-1]: a.split()[0] for a in _dockerfile("COPY") if "--from" not in a}
     assert copies[command[1]] == "deploy/healthcheck.py"
     assert {int(port) for port in command[2:]} == exposed
-
-
-# ---- the health-check script against the real servers ----------------------------------------
-
-
-async def _healthcheck(*ports: int) -> int:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(HEALTHCHECK_SCRIPT), *map(str, ports)
-    )
-    return await asyncio.wait_for(process.wait(), timeout=30)
-
-
-async def test_healthcheck_passes_on_a_running_ingress(tmp_path: Path) -> None:
-    """The image's health check succeeds against the ingress's /healthz."""
-    settings = Settings(
-        (Secret("whsec_probe"),), database_url=SecretUrl(f"sqlite:///{tmp_path / 'orders.db'}")
-    )
-    server = TestServer(create_app(settings), host="127.0.0.1")
-    await server.start_server()
-    try:
-        assert server.port is not None
-        assert await _healthcheck(server.port) == 0
-    finally:
-        await server.close()
-
-
-async def test_healthcheck_follows_the_worker_heartbeat() -> None:
-    """The health check passes on a beating worker, fails on a stuck one and on a closed port."""
-    silence = {"s": 0.0}
-    runner = await start_metrics_server(
-        WorkerMetrics(), lambda: silence["s"], port=0, host="127.0.0.1"
-    )
-    try:
-        (address,) = runner.addresses
-        port = int(address[1])
-        assert await _healthcheck(port) == 0
-        silence["s"] = STALE_AFTER_S + 1
-        assert await _healthcheck(port) == 1
-    finally:
-        await runner.cleanup()
-    assert await _healthcheck(port) == 1
 
 
 # ---- settings --------------------------------------------------------------------------------
@@ -359,14 +261,14 @@ def test_settings_are_read_from_the_expected_variables() -> None:
 def test_compose_sets_only_settings_the_service_reads() -> None:
     """App services get only Settings variables; the ingress gets the secret, others not."""
     settings = _settings_variables()
-    services = _app_services()
+    services = app_services()
     for name, service in services.items():
         environment = service.get("environment", {})
         assert isinstance(environment, dict), f"compose {name}: use the mapping form"
         assert set(environment) <= settings, f"compose {name}: {set(environment) - settings}"
         has_secret = "WOOSHPAY_WEBHOOK_SECRETS" in environment
-        assert has_secret == (_role(service["command"]) == "serve"), name
-    others = {k: v for k, v in _compose()["services"].items() if k not in services}
+        assert has_secret == (role(service["command"]) == "serve"), name
+    others = {k: v for k, v in compose()["services"].items() if k not in services}
     for name, service in others.items():
         for variable in service.get("environment", {}):
             assert variable.startswith(("POSTGRES_", "GF_")), f"compose {name}: {variable}"
@@ -392,12 +294,12 @@ def test_env_example_names_only_known_variables() -> None:
 def test_k8s_settings_come_from_the_configmap_and_the_secret() -> None:
     """ConfigMap keys are non-secret settings; secrets come only from the Secret's keys."""
     settings = _settings_variables()
-    (configmap,) = _k8s_kind("ConfigMap")
-    (secret,) = _k8s_kind("Secret")
+    (configmap,) = k8s_kind("ConfigMap")
+    (secret,) = k8s_kind("Secret")
     secret_keys = set(secret["stringData"])
     assert set(configmap["data"]) <= settings - SENSITIVE_SETTINGS
     assert secret_keys == SENSITIVE_SETTINGS
-    for name, container in _app_containers():
+    for name, container in app_containers():
         for source in container.get("envFrom", []):
             assert source["configMapRef"]["name"] == configmap["metadata"]["name"], name
         for variable in container.get("env", []):
@@ -410,9 +312,9 @@ def test_k8s_settings_come_from_the_configmap_and_the_secret() -> None:
 
 def test_k8s_ingress_gets_the_webhook_secret_and_workers_do_not() -> None:
     """`serve` requires WOOSHPAY_WEBHOOK_SECRETS; the other roles are not given it."""
-    for name, container in _app_containers():
+    for name, container in app_containers():
         names = {variable["name"] for variable in container.get("env", [])}
-        needs_secret = _role(container["args"]) == "serve"
+        needs_secret = role(container["args"]) == "serve"
         assert ("WOOSHPAY_WEBHOOK_SECRETS" in names) == needs_secret, name
         assert {"DATABASE_URL"} <= names, name
 
@@ -420,82 +322,20 @@ def test_k8s_ingress_gets_the_webhook_secret_and_workers_do_not() -> None:
 # ---- probes, ports, grace periods ------------------------------------------------------------
 
 
-def _ingress_get_paths() -> set[str]:
-    app = create_app(Settings((Secret("whsec_routes"),)))
-    return {
-        route.resource.canonical
-        for route in app.router.routes()
-        if route.method == "GET" and route.resource is not None
-    }
-
-
-async def _worker_get_paths() -> set[str]:
-    runner = await start_metrics_server(WorkerMetrics(), lambda: 0.0, port=0, host="127.0.0.1")
-    try:
-        return {
-            route.resource.canonical
-            for route in runner.app.router.routes()
-            if route.method == "GET" and route.resource is not None
-        }
-    finally:
-        await runner.cleanup()
-
-
-def _container_port(container: Document, port: int | str) -> int:
-    if isinstance(port, int):
-        return port
-    (number,) = [p["containerPort"] for p in container["ports"] if p["name"] == port]
-    return int(number)
-
-
-def _listening_port(args: list[str]) -> int:
-    role = _role(args)
-    if role == "serve":
-        return _option_value(args, "--port", DEFAULT_PORT)
-    assert role == "worker"
-    return _option_value(args, "--metrics-port", cli.DEFAULT_WORKER_METRICS_PORT)
-
-
-async def test_k8s_probes_hit_existing_paths_on_the_listening_port() -> None:
-    """Probes and scrape annotations name routes the role serves, on the port it listens on."""
-    paths = {"serve": _ingress_get_paths(), "worker": await _worker_get_paths()}
-    assert {"/healthz", "/readyz", "/metrics"} <= paths["serve"]
-    assert {"/healthz", "/metrics"} <= paths["worker"]
-    deployments = {doc["metadata"]["name"]: doc for doc in _k8s_kind("Deployment")}
-    for name, deployment in deployments.items():
-        template = deployment["spec"]["template"]
-        (container,) = template["spec"]["containers"]
-        role = _role(container["args"])
-        port = _listening_port(container["args"])
-        assert [p["containerPort"] for p in container["ports"]] == [port], name
-        probes = [container[k] for k in ("livenessProbe", "readinessProbe") if k in container]
-        assert "livenessProbe" in container, name
-        for probe in probes:
-            assert probe["httpGet"]["path"] in paths[role], name
-            assert _container_port(container, probe["httpGet"]["port"]) == port, name
-        annotations = template["metadata"]["annotations"]
-        assert annotations["prometheus.io/scrape"] == "true"
-        assert int(annotations["prometheus.io/port"]) == port, name
-        assert annotations["prometheus.io/path"] in paths[role], name
-    ingress = deployments["wooshpay-ingress"]["spec"]["template"]["spec"]["containers"][0]
-    assert ingress["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert ingress["readinessProbe"]["httpGet"]["path"] == "/readyz"
-
-
 def test_compose_health_checks_probe_each_role_port() -> None:
     """Compose health checks run the image's script on the port the service listens on."""
-    for name, service in _app_services().items():
-        if _role(service["command"]) not in ("serve", "worker"):
+    for name, service in app_services().items():
+        if role(service["command"]) not in ("serve", "worker"):
             assert service["healthcheck"] == {"disable": True}, name
             continue
         test = service["healthcheck"]["test"]
         assert test[:3] == ["CMD", "python", "/opt/wooshpay/healthcheck.py"], name
-        assert [int(port) for port in test[3:]] == [_listening_port(service["command"])], name
+        assert [int(port) for port in test[3:]] == [listening_port(service["command"])], name
 
 
 def test_compose_start_order_is_health_gated() -> None:
     """The ingress and workers wait for healthy stores and a successful migration."""
-    services = _compose()["services"]
+    services = compose()["services"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in ("ingress", "worker"):
         depends = services[name]["depends_on"]
@@ -511,12 +351,12 @@ def test_compose_start_order_is_health_gated() -> None:
 
 def test_front_door_and_scrape_targets_use_the_ingress_and_worker_ports() -> None:
     """nginx and the compose Prometheus reach the services on the ports they listen on."""
-    services = _compose()["services"]
-    ingress_port = _listening_port(services["ingress"]["command"])
-    worker_port = _listening_port(services["worker"]["command"])
+    services = compose()["services"]
+    ingress_port = listening_port(services["ingress"]["command"])
+    worker_port = listening_port(services["worker"]["command"])
     nginx = (DEPLOY / "nginx.conf").read_text()
     assert re.search(rf"http://ingress:{ingress_port}\b", nginx)
-    (prometheus,) = _documents(DEPLOY / "prometheus" / "prometheus.yml")
+    (prometheus,) = documents(DEPLOY / "prometheus" / "prometheus.yml")
     jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in prometheus["scrape_configs"]}
     assert jobs["wooshpay-ingress"] == {**jobs["wooshpay-ingress"], "names": ["ingress"]}
     assert jobs["wooshpay-ingress"]["port"] == ingress_port
@@ -532,15 +372,23 @@ def _seconds(duration: str) -> int:
 
 def test_grace_periods_cover_the_shutdown_timeouts() -> None:
     """Pods and containers are killed only after the ingress and workers could drain."""
-    worker = _k8s_named("Deployment", "wooshpay-worker")["spec"]["template"]["spec"]
+    worker = k8s_named("Deployment", "wooshpay-worker")["spec"]["template"]["spec"]
     assert worker["terminationGracePeriodSeconds"] > JOB_TIMEOUT_S + JOB_COMPLETION_WAIT_S
-    ingress = _k8s_named("Deployment", "wooshpay-ingress")["spec"]["template"]["spec"]
+    ingress = k8s_named("Deployment", "wooshpay-ingress")["spec"]["template"]["spec"]
     pre_stop = ingress["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    assert ingress["terminationGracePeriodSeconds"] > int(pre_stop[1]) + cli.SHUTDOWN_TIMEOUT_S
-    services = _compose()["services"]
-    assert _seconds(services["ingress"]["stop_grace_period"]) > cli.SHUTDOWN_TIMEOUT_S
+    assert ingress["terminationGracePeriodSeconds"] > int(pre_stop[1]) + SHUTDOWN_TIMEOUT_S
+    services = compose()["services"]
+    assert _seconds(services["ingress"]["stop_grace_period"]) > SHUTDOWN_TIMEOUT_S
     assert _seconds(services["worker"]["stop_grace_period"]) > JOB_COMPLETION_WAIT_S
+
+
+def test_readiness_probe_waits_longer_than_each_dependency_check() -> None:
+    """The kubelet waits longer for /readyz than the ingress waits for one dependency, so a
+    Redis that does not answer is reported (and leaves the pod ready) before the probe times out."""
+    ingress = k8s_named("Deployment", "wooshpay-ingress")["spec"]["template"]["spec"]
+    readiness = ingress["containers"][0]["readinessProbe"]
+    assert readiness["timeoutSeconds"] > PROBE_TIMEOUT_S
 
 
 def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -549,23 +397,23 @@ def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
 
 def test_k8s_objects_select_the_right_pods() -> None:
     """Service, PDBs and HPA point at existing Deployments and their pod labels."""
-    namespace = _k8s_kind("Namespace")[0]["metadata"]["name"]
-    deployments = {doc["metadata"]["name"]: doc for doc in _k8s_kind("Deployment")}
+    namespace = k8s_kind("Namespace")[0]["metadata"]["name"]
+    deployments = {doc["metadata"]["name"]: doc for doc in k8s_kind("Deployment")}
     pod_labels = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deployments.items()}
-    for doc in _k8s():
+    for doc in k8s():
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == namespace, doc["metadata"]["name"]
     for name, deployment in deployments.items():
         assert _matches(deployment["spec"]["selector"]["matchLabels"], pod_labels[name])
-    (service,) = _k8s_kind("Service")
+    (service,) = k8s_kind("Service")
     selected = [
         n for n, labels in pod_labels.items() if _matches(service["spec"]["selector"], labels)
     ]
     assert selected == ["wooshpay-ingress"]
     ingress = deployments["wooshpay-ingress"]["spec"]["template"]["spec"]["containers"][0]
     for port in service["spec"]["ports"]:
-        assert _container_port(ingress, port["targetPort"]) == _listening_port(ingress["args"])
-    budgets = _k8s_kind("PodDisruptionBudget")
+        assert container_port(ingress, port["targetPort"]) == listening_port(ingress["args"])
+    budgets = k8s_kind("PodDisruptionBudget")
     covered = {
         n
         for pdb in budgets
@@ -573,7 +421,7 @@ def test_k8s_objects_select_the_right_pods() -> None:
         if _matches(pdb["spec"]["selector"]["matchLabels"], labels)
     }
     assert covered == set(deployments)
-    (hpa,) = _k8s_kind("HorizontalPodAutoscaler")
+    (hpa,) = k8s_kind("HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -584,7 +432,7 @@ def test_k8s_objects_select_the_right_pods() -> None:
 
 def test_k8s_containers_have_resources() -> None:
     """Every container requests CPU and memory and has a memory limit."""
-    for name, container in _app_containers():
+    for name, container in app_containers():
         resources = container["resources"]
         assert {"cpu", "memory"} <= set(resources["requests"]), name
         assert "memory" in resources["limits"], name
@@ -603,7 +451,7 @@ def test_redis_persists_and_never_evicts_jobs() -> None:
     assert directives["appendonly"] == ["yes"]
     assert directives["appendfsync"] == ["everysec"]
     assert directives["maxmemory-policy"] == ["noeviction"]
-    redis = _compose()["services"]["redis"]
+    redis = compose()["services"]["redis"]
     assert "./redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis["volumes"]
     assert redis["command"] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
 
@@ -632,7 +480,7 @@ def _exposed_metrics() -> dict[str, frozenset[str]]:
 
 
 def _alert_expressions() -> list[tuple[str, str]]:
-    (document,) = _documents(ALERTS)
+    (document,) = documents(ALERTS)
     return [
         (rule["alert"], rule["expr"]) for group in document["groups"] for rule in group["rules"]
     ]
@@ -696,7 +544,7 @@ def test_queries_use_metrics_and_labels_the_service_exposes(source: str, expr: s
 def test_alerts_cover_the_operational_failures() -> None:
     """The rules watch failed events, stale pending events, signatures, workers, 503s, Redis
     deferrals and the queue, and each names an existing runbook section."""
-    (document,) = _documents(ALERTS)
+    (document,) = documents(ALERTS)
     rules = [rule for group in document["groups"] for rule in group["rules"]]
     text = " ".join(rule["expr"] for rule in rules)
     for needle in (
@@ -799,5 +647,5 @@ def test_every_deploy_file_parses() -> None:
         "k8s/migrate-job.yaml",
     }
     for path in files:
-        assert _documents(path), f"{path} is empty"
+        assert documents(path), f"{path} is empty"
     assert json.loads(DASHBOARD.read_text())["panels"]

@@ -1,31 +1,16 @@
-"""The event inbox: verified events recorded durably before the ingress answers 2xx."""
+"""Arrivals: verified events recorded durably, insert-or-ignore, before the ingress answers 2xx."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Row, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.store.engine import driver_connection
-from service.store.schema import events
+from service.domain.event_status import EventStatus
+from service.store.driver import driver_connection
 from service.wooshpay.events import WebhookEvent
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    event_id: str
-    type: str
-    status: str
-    attempts: int
-    last_error: str | None
-    order_id: str | None
-    created_ms: int
-    received_ms: int
-    updated_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,20 +19,7 @@ class NewEvent:
 
     event: WebhookEvent
     body: bytes
-    status: str
-
-
-_RECORD_COLUMNS = (
-    events.c.event_id,
-    events.c.type,
-    events.c.status,
-    events.c.attempts,
-    events.c.last_error,
-    events.c.order_id,
-    events.c.created_ms,
-    events.c.received_ms,
-    events.c.updated_ms,
-)
+    status: EventStatus
 
 
 async def record_events(
@@ -94,16 +66,16 @@ _INSERT_COLUMNS = (
 
 # PostgreSQL: one statement whatever the batch size, so asyncpg prepares it once per connection;
 # columns travel as arrays. Mirrors `_row`: `ignored` events are processed on arrival.
-_POSTGRES_INSERT_NEW = """
+_POSTGRES_INSERT_NEW = f"""
 INSERT INTO events (event_id, type, created_ms, livemode, body, status, attempts,
                     received_ms, updated_ms, processed_ms)
 SELECT new.event_id, new.type, new.created_ms, new.livemode, new.body, new.status, 0,
-       $7, $7, CASE WHEN new.status = 'ignored' THEN $7::bigint END
+       $7, $7, CASE WHEN new.status = '{EventStatus.IGNORED}' THEN $7::bigint END
 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::boolean[], $5::bytea[], $6::text[])
      AS new(event_id, type, created_ms, livemode, body, status)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
-"""
+"""  # noqa: S608 - no data, only a status constant
 
 
 @functools.lru_cache(maxsize=64)
@@ -126,92 +98,8 @@ def _row(item: NewEvent, now_ms: int) -> dict[str, object]:
         "attempts": 0,
         "received_ms": now_ms,
         "updated_ms": now_ms,
-        "processed_ms": now_ms if item.status == "ignored" else None,
+        "processed_ms": now_ms if item.status == EventStatus.IGNORED else None,
     }
-
-
-async def get_event(engine: AsyncEngine, event_id: str) -> EventRecord | None:
-    async with engine.connect() as connection:
-        row = (
-            await connection.execute(select(*_RECORD_COLUMNS).where(events.c.event_id == event_id))
-        ).first()
-    return _record(row) if row is not None else None
-
-
-async def list_events(
-    engine: AsyncEngine,
-    *,
-    status: str | None = None,
-    event_type: str | None = None,
-    limit: int | None = None,
-) -> list[EventRecord]:
-    query = select(*_RECORD_COLUMNS).order_by(events.c.received_ms, events.c.event_id)
-    if status is not None:
-        query = query.where(events.c.status == status)
-    if event_type is not None:
-        query = query.where(events.c.type == event_type)
-    if limit is not None:
-        query = query.limit(limit)
-    async with engine.connect() as connection:
-        rows = (await connection.execute(query)).all()
-    return [_record(row) for row in rows]
-
-
-async def pending_event_ids(
-    engine: AsyncEngine,
-    *,
-    received_before_ms: int,
-    limit: int,
-    after: tuple[int, str] | None = None,
-) -> list[tuple[int, str]]:
-    """One page of `pending` events received before a moment, oldest first, as
-    (received_ms, event_id) keys; pass the last key as `after` for the next page."""
-    query = (
-        select(events.c.received_ms, events.c.event_id)
-        .where(events.c.status == "pending", events.c.received_ms < received_before_ms)
-        .order_by(events.c.received_ms, events.c.event_id)
-        .limit(limit)
-    )
-    if after is not None:
-        query = query.where(tuple_(events.c.received_ms, events.c.event_id) > tuple_(*after))
-    async with engine.connect() as connection:
-        rows = (await connection.execute(query)).all()
-    return [(int(received_ms), str(event_id)) for received_ms, event_id in rows]
-
-
-async def reopen_for_replay(engine: AsyncEngine, event_ids: Sequence[str], *, now_ms: int) -> None:
-    """Put failed events back to `pending` with a fresh attempt budget.
-
-    Processed and ignored events are left as they are: replaying them changes nothing.
-    """
-    if not event_ids:
-        return
-    async with engine.begin() as connection:
-        await connection.execute(
-            update(events)
-            .where(events.c.event_id.in_(list(event_ids)), events.c.status == "failed")
-            .values(status="pending", attempts=0, updated_ms=now_ms)
-        )
-
-
-async def inbox_summary(engine: AsyncEngine) -> tuple[dict[str, int], int | None]:
-    """Event counts by status, and when the oldest pending event was received (epoch ms)."""
-    async with engine.connect() as connection:
-        rows = (
-            await connection.execute(
-                select(events.c.status, func.count()).group_by(events.c.status)
-            )
-        ).all()
-        oldest = (
-            await connection.execute(
-                select(func.min(events.c.received_ms)).where(events.c.status == "pending")
-            )
-        ).scalar()
-    return {str(status): int(count) for status, count in rows}, oldest
-
-
-def _record(row: Row[*tuple[Any, ...]]) -> EventRecord:
-    return EventRecord(**row._mapping)
 
 
 async def record_new_events(
@@ -220,7 +108,7 @@ async def record_new_events(
     """Insert-or-ignore a batch in one statement and one transaction; the ids that were new.
 
     The group-commit path of the ingress: concurrent requests share one commit. It talks to the
-    driver directly (see service.store.engine.driver_connection).
+    driver directly (see service.store.driver.driver_connection).
     Rows go in event-id order, so two batches holding the same new ids (two ingress processes,
     or two batches of one) lock them in the same order and cannot deadlock.
     """
