@@ -23,8 +23,13 @@ from service.cli.store_access import in_store, with_store
 from service.domain.currency import normalise_currency
 from service.domain.event_status import EventStatus
 from service.domain.orders import OrderStatus, OrderTerms
-from service.operations.replay import ReplayPlan, execute_replay, plan_replay
-from service.queue import QUEUE_ERRORS, create_redis
+from service.operations.replay import (
+    QueueUnavailable,
+    ReplayPlan,
+    execute_replay,
+    plan_replay,
+)
+from service.queue import create_redis
 from service.settings import Settings
 from service.store.engine import reading
 from service.store.inbox import get_event, list_events
@@ -159,7 +164,7 @@ async def _enqueue(settings: Settings, engine: AsyncEngine, plan: ReplayPlan) ->
     redis = create_redis(settings.redis_url.reveal())
     try:
         return await execute_replay(engine, redis, plan)
-    except QUEUE_ERRORS as error:
+    except QueueUnavailable as error:
         raise CommandFailed(
             "Redis is unreachable: the events were reopened as pending and the sweeper will "
             "enqueue them once Redis is back"

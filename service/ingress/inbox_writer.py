@@ -42,7 +42,6 @@ class StoreUnavailable(Exception):
 @dataclass(frozen=True, slots=True)
 class Recorded:
     is_new: bool
-    enqueued: bool
 
 
 @dataclass
@@ -118,8 +117,9 @@ class InboxWriter:
         finally:
             self._slots.release()
         items = [w.item for w in batch]
-        enqueued = await self._enqueue(ids_to_enqueue(items, new_ids))
-        for waiting, recorded in zip(batch, outcomes(items, new_ids, enqueued), strict=True):
+        # A Redis failure only defers the enqueue (the sweeper takes over): the answer is the same.
+        await self._enqueue(ids_to_enqueue(items, new_ids))
+        for waiting, recorded in zip(batch, outcomes(items, new_ids), strict=True):
             _settle(waiting, recorded)
 
     async def _commit(self, batch: list[_Waiting]) -> set[str]:
@@ -128,10 +128,10 @@ class InboxWriter:
                 self._engine, [w.item for w in batch], now_ms=int(self._clock() * 1000)
             )
 
-    async def _enqueue(self, to_enqueue: list[str]) -> bool:
-        """Enqueue a committed batch's jobs; False when Redis failed and the sweeper will."""
+    async def _enqueue(self, to_enqueue: list[str]) -> None:
+        """Enqueue a committed batch's jobs; when Redis fails, the sweeper will."""
         if not to_enqueue:
-            return True
+            return
         try:
             async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
                 await enqueue_events(self._redis, to_enqueue)
@@ -140,8 +140,6 @@ class InboxWriter:
                 "webhook.enqueue_deferred", count=len(to_enqueue), error=type(error).__name__
             )
             self._on_deferred(len(to_enqueue))
-            return False
-        return True
 
 
 def next_batch(waiting: list[T], limit: int = MAX_BATCH) -> tuple[list[T], list[T]]:
@@ -163,10 +161,10 @@ def ids_to_enqueue(items: Sequence[NewEvent], new_ids: set[str]) -> list[str]:
     )
 
 
-def outcomes(items: Sequence[NewEvent], new_ids: set[str], enqueued: bool) -> list[Recorded]:
+def outcomes(items: Sequence[NewEvent], new_ids: set[str]) -> list[Recorded]:
     """Each request's answer once its batch committed: the first request of an id the batch
     created owns the new row; repeats in the batch and ids already known are duplicates."""
-    return [Recorded(is_new=is_new, enqueued=enqueued) for is_new in first_new(items, new_ids)]
+    return [Recorded(is_new=is_new) for is_new in first_new(items, new_ids)]
 
 
 def _settle(

@@ -10,8 +10,13 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.domain.event_status import EventStatus
-from service.queue import enqueue_event, replay_job_id_for
+from service.queue import QUEUE_ERRORS, enqueue_event, replay_job_id_for
 from service.store.inbox import EventRecord, get_event, list_events, reopen_for_replay
+
+
+class QueueUnavailable(Exception):
+    """Redis did not take the replayed events. They were reopened as `pending` first, so the
+    sweeper enqueues them once Redis is back: nothing is lost, only delayed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +52,17 @@ async def execute_replay(engine: AsyncEngine, redis: ArqRedis, plan: ReplayPlan)
     """Reopen the plan's failed events and enqueue every one; return how many were enqueued.
 
     Fresh job ids, so arq never swallows a replay; an event already applied is enqueued too and
-    its job changes nothing (the inbox row says `processed`).
+    its job changes nothing (the inbox row says `processed`). Raises QueueUnavailable when Redis
+    does not take them (they are then reopened and left to the sweeper).
     """
     event_ids = [record.event_id for record in plan.events]
+    # Store errors here are the store's, and reach the caller as they are.
     await reopen_for_replay(engine, event_ids, now_ms=int(time.time() * 1000))
     enqueued = 0
-    for event_id in event_ids:
-        if await enqueue_event(redis, event_id, job_id=replay_job_id_for(event_id)):
-            enqueued += 1
+    try:
+        for event_id in event_ids:
+            if await enqueue_event(redis, event_id, job_id=replay_job_id_for(event_id)):
+                enqueued += 1
+    except QUEUE_ERRORS as error:
+        raise QueueUnavailable(type(error).__name__) from error
     return enqueued

@@ -29,8 +29,6 @@ MALFORMED_SIGNATURE = "malformed_signature"
 TIMESTAMP_OUTSIDE_TOLERANCE = "timestamp_outside_tolerance"
 SIGNATURE_MISMATCH = "signature_mismatch"
 
-DEFAULT_TOLERANCE_S = 300.0
-
 # A genuine header is ~80 characters per signature; the cap bounds the work garbage can cause.
 MAX_HEADER_LENGTH = 4096
 

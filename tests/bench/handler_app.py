@@ -18,7 +18,7 @@ from service.store.inbox import NewEvent
 class _RecordsNothing(InboxWriter):
     async def record(self, item: NewEvent) -> Recorded:
         del item
-        return Recorded(is_new=True, enqueued=True)
+        return Recorded(is_new=True)
 
 
 def main() -> None:

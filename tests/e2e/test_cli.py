@@ -34,9 +34,10 @@ from service.devtools.sender import SUPPORTED_TYPES
 from service.domain.event_status import EventStatus
 from service.queue import DEFAULT_QUEUE_NAME
 from service.store.engine import create_engine
-from service.store.inbox import NewEvent, get_event, record_event
+from service.store.inbox import NewEvent, get_event
 from service.wooshpay.events import parse_envelope
 from tests.support import databases
+from tests.support.inbox_records import record_event
 from tests.support.logging_state import logging_restored
 from tests.support.processes import (
     SETTINGS_VARIABLES,

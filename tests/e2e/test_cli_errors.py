@@ -32,10 +32,11 @@ from service.devtools.sender import EventOptions, build_event, encode_event
 from service.domain.event_status import EventStatus
 from service.secrets import SecretUrl
 from service.store.engine import create_engine
-from service.store.inbox import NewEvent, record_event
+from service.store.inbox import NewEvent
 from service.store.orders import list_orders
 from service.wooshpay.events import parse_envelope
 from tests.support import databases
+from tests.support.inbox_records import record_event
 from tests.support.processes import (
     SETTINGS_VARIABLES,
     cli_env,

@@ -29,7 +29,7 @@ from service.operations.replay import execute_replay, plan_replay
 from service.queue import DEFAULT_QUEUE_NAME, create_redis
 from service.secrets import SecretUrl
 from service.settings import Settings
-from service.store.inbox import NewEvent, get_event, list_events, record_event
+from service.store.inbox import NewEvent, get_event, list_events
 from service.store.orders import add_order
 from service.wooshpay.events import parse_envelope
 from tests.support import databases
@@ -63,6 +63,7 @@ from tests.support.flows import (
     terms,
     worker_env,
 )
+from tests.support.inbox_records import record_event
 from tests.support.waiting import eventually
 from workers.apply import apply_event
 from workers.main import WorkerProcess

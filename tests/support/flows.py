@@ -31,12 +31,13 @@ from service.domain.orders import OrderState, OrderTerms, project
 from service.ingress.app import WEBHOOK_PATH
 from service.queue import enqueue_event, replay_job_id_for
 from service.settings import Settings
-from service.store.inbox import NewEvent, list_events, record_event
+from service.store.inbox import NewEvent, list_events
 from service.store.orders import OrderView, add_order, get_order
 from service.store.schema import orders
 from service.wooshpay.events import parse_envelope, parse_payment_event
 from service.wooshpay.signatures import SIGNATURE_HEADER, sign_header
 from tests.support import leak_watch
+from tests.support.inbox_records import record_event
 from tests.support.leaks import add_customer
 from tests.support.processes import cli_env
 from workers.main import WorkerProcess

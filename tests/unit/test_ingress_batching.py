@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from service.domain.event_status import EventStatus
 from service.ingress.inbox_writer import (
     MAX_BATCH,
-    Recorded,
     ids_to_enqueue,
     next_batch,
     outcomes,
@@ -82,17 +81,8 @@ def test_the_first_request_of_a_new_id_owns_the_row_and_repeats_are_duplicates()
     """Within a batch, the first request of each new id is answered as new, later requests of
     the same id and requests of ids already recorded as duplicates."""
     batch = [item("evt_1"), item("evt_known"), item("evt_1"), item("evt_2"), item("evt_known")]
-    answers = outcomes(batch, {"evt_1", "evt_2"}, enqueued=True)
+    answers = outcomes(batch, {"evt_1", "evt_2"})
     assert [answer.is_new for answer in answers] == [True, False, False, True, False]
-
-
-def test_every_request_of_a_batch_carries_the_batch_enqueue_result() -> None:
-    """A deferred enqueue is reported on every request of the batch, new or duplicate."""
-    answers = outcomes([item("evt_1"), item("evt_1")], {"evt_1"}, enqueued=False)
-    assert answers == [
-        Recorded(is_new=True, enqueued=False),
-        Recorded(is_new=False, enqueued=False),
-    ]
 
 
 @given(
@@ -102,6 +92,6 @@ def test_every_request_of_a_batch_carries_the_batch_enqueue_result() -> None:
 def test_each_new_id_has_exactly_one_owner_its_first_request(ids: list[str], new: set[str]) -> None:
     """For any batch, each new id present is answered as new exactly once, at its first
     request, and no other request is."""
-    answers = outcomes([item(event_id) for event_id in ids], new, enqueued=True)
+    answers = outcomes([item(event_id) for event_id in ids], new)
     owned_at = [index for index, answer in enumerate(answers) if answer.is_new]
     assert owned_at == sorted(ids.index(event_id) for event_id in new & set(ids))

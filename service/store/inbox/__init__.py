@@ -32,8 +32,6 @@ from service.store.inbox.reading import (
 from service.store.inbox.recording import (
     NewEvent,
     first_new,
-    record_event,
-    record_events,
     record_new_events,
 )
 
@@ -53,8 +51,6 @@ __all__ = [
     "other_applied_bodies",
     "pending_event_ids",
     "probe_inbox_table",
-    "record_event",
-    "record_events",
     "record_failure",
     "record_new_events",
     "reopen_for_replay",

@@ -22,17 +22,6 @@ class NewEvent:
     status: EventStatus
 
 
-async def record_events(
-    engine: AsyncEngine, batch: Sequence[NewEvent], *, now_ms: int
-) -> list[bool]:
-    """Insert-or-ignore a batch in one transaction; True where the event id was new (for an id
-    given twice, its first occurrence). The same statement as the ingress's group commit.
-
-    Idempotency lives here, on the primary key: a redelivered event id changes nothing.
-    """
-    return first_new(batch, await record_new_events(engine, batch, now_ms=now_ms))
-
-
 def first_new(batch: Sequence[NewEvent], new_ids: set[str]) -> list[bool]:
     """Per item of a recorded batch, whether it made a new row: the first occurrence of each id
     in `new_ids` (what record_new_events returned); repeats in the batch are duplicates."""
@@ -43,11 +32,6 @@ def first_new(batch: Sequence[NewEvent], new_ids: set[str]) -> list[bool]:
         flags.append(event_id in remaining)
         remaining.discard(event_id)
     return flags
-
-
-async def record_event(engine: AsyncEngine, item: NewEvent, *, now_ms: int) -> bool:
-    (is_new,) = await record_events(engine, [item], now_ms=now_ms)
-    return is_new
 
 
 # The columns `_row` fills, in the order the batch statements below list them.
