@@ -10,19 +10,16 @@ wait for the lock at all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
 from arq.connections import ArqRedis
 from click.testing import CliRunner, Result
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,6 +35,7 @@ from service.store.outages import is_store_outage
 from tests.support import flows
 from tests.support.logging_state import logging_restored
 from tests.support.processes import SETTINGS_VARIABLES
+from tests.support.sqlite_locks import write_locked
 from tests.support.webhooks import SECRET, get_json, metric_value, open_client, scrape
 
 # How long SQLite waits for the write lock in these tests (the service waits 30 s).
@@ -61,21 +59,6 @@ async def store(sqlite_url: str, short_lock_wait: None) -> AsyncIterator[AsyncEn
     )
     yield engine
     await engine.dispose()
-
-
-@contextlib.contextmanager
-def write_locked(database_url: str) -> Iterator[None]:
-    """Another connection holds the database's write lock (BEGIN IMMEDIATE) until the block
-    ends."""
-    database = make_url(database_url).database
-    assert database is not None
-    holder = sqlite3.connect(Path(database), isolation_level=None)
-    try:
-        holder.execute("BEGIN IMMEDIATE")
-        yield
-        holder.execute("ROLLBACK")
-    finally:
-        holder.close()
 
 
 def _settings(sqlite_url: str, redis_url: str) -> Settings:

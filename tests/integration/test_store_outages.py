@@ -14,7 +14,6 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -49,6 +48,7 @@ from tests.support.private_postgres import (
     PrivatePostgres,
     create_private_postgres,
 )
+from tests.support.sqlite_locks import sqlite_path, write_locked
 from tests.support.waiting import eventually
 from tests.support.webhooks import delivery, get_json, open_client, send
 from workers.metrics import WorkerMetrics
@@ -523,28 +523,10 @@ async def test_the_sweeper_reports_a_bug_with_its_traceback_and_keeps_sweeping(
 # --- SQLite: "database is locked" ---------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def sqlite_write_locked(path: Path) -> Iterator[None]:
-    """Another connection holds the database's write lock until the block ends."""
-    holder = sqlite3.connect(path, isolation_level=None)
-    try:
-        holder.execute("BEGIN IMMEDIATE")
-        yield
-        holder.execute("ROLLBACK")
-    finally:
-        holder.close()
-
-
-def sqlite_path(url: str) -> Path:
-    database = make_url(url).database
-    assert database is not None
-    return Path(database)
-
-
 async def test_a_locked_sqlite_database_is_an_outage(engine: AsyncEngine, sqlite_url: str) -> None:
     """SQLite's "database is locked", past the busy timeout, is an outage."""
     path = sqlite_path(sqlite_url)
-    with sqlite_write_locked(path):
+    with write_locked(sqlite_url):
         writer = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
             with pytest.raises(sqlite3.OperationalError) as locked:
@@ -564,7 +546,7 @@ async def test_job_retries_quietly_while_sqlite_is_locked_then_applies(
     order_id = "ord_locked_1"
     event_id = await recorded_payment(engine, order_id)
     async with worker_deps(settings) as deps:
-        with sqlite_write_locked(sqlite_path(sqlite_url)):
+        with write_locked(sqlite_url):
             with structlog.testing.capture_logs() as entries, pytest.raises(Retry):
                 await run_job(deps, event_id, 1)
             assert "database is locked" in assert_quiet_retry(entries)
