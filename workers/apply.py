@@ -44,6 +44,9 @@ class ApplyResult:
     order_id: str | None = None
     status: str | None = None
     received_ms: int | None = None
+    # PaymentIntent or Checkout Session ids this event linked to its order for the first time:
+    # events that named them may have been waiting for that link (workers.healing).
+    linked: tuple[str, ...] = ()
 
 
 async def apply_event(engine: AsyncEngine, event_id: str, *, now_ms: int) -> ApplyResult:
@@ -73,15 +76,15 @@ async def _apply_payment_event(
     # Read once the order is locked: no other event of this order can be applied meanwhile.
     others = await _other_applied(transaction, order_id, event)
     order = order_store.order_view(row, await _stored_refunds(transaction, order_id, others))
-    await _record_links(transaction, order, event)
+    linked = await _record_links(transaction, order, event)
     state = project(order.terms, [*others, event])
     if state == order.state:
         await inbox.mark_processed(transaction, event.event_id, order_id, now_ms=now_ms)
-        return ApplyResult(STALE, event.type, order_id, state.status)
+        return ApplyResult(STALE, event.type, order_id, state.status, linked=linked)
     await order_store.save_state(
         transaction, order, state, now_ms=now_ms, processed_event_id=event.event_id
     )
-    return ApplyResult(APPLIED, event.type, order_id, state.status)
+    return ApplyResult(APPLIED, event.type, order_id, state.status, linked=linked)
 
 
 def _parse(body: bytes) -> PaymentEvent | None:
@@ -104,10 +107,12 @@ async def _lock_order(transaction: DriverTransaction, event: PaymentEvent) -> Ma
         return row
     order_id = await order_store.linked_order_id(transaction, linked)
     if order_id is None:
-        raise OrderNotFound(f"no order for {_describe_object(event)}")
+        raise OrderNotFound(
+            f"no order for {_describe_object(event)}", order_ids=named, linked_ids=linked
+        )
     row = await order_store.lock_order(transaction, order_id)
     if row is None:  # linked, but the order row vanished: treat as not there yet
-        raise OrderNotFound(f"order {order_id} not registered")
+        raise OrderNotFound(f"order {order_id} not registered", order_ids=named, linked_ids=linked)
     return row
 
 
@@ -134,7 +139,9 @@ def _order_keys(event: PaymentEvent) -> tuple[list[str], list[str]]:
 
 async def _record_links(
     transaction: DriverTransaction, order: OrderView, event: PaymentEvent
-) -> None:
+) -> tuple[str, ...]:
+    """Link the event's PaymentIntent and Checkout Session ids to the order; return the ids the
+    order did not carry yet (a link that already existed is kept as it was: the first wins)."""
     obj = event.object
     links: list[tuple[str, str | None]] = []
     if isinstance(obj, PaymentIntent):
@@ -147,9 +154,12 @@ async def _record_links(
     # An id the order's state already carries was linked when it got there (at registration,
     # or by the event that brought it, right here), so linking it again would change nothing.
     known = {order.state.payment_intent_id, order.state.checkout_session_id}
+    new: list[str] = []
     for kind, external_id in links:
         if external_id is not None and external_id not in known:
             await order_store.link(transaction, order.terms.order_id, kind, external_id)
+            new.append(external_id)
+    return tuple(new)
 
 
 async def _other_applied(

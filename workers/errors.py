@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from service.domain.event_status import ORDER_NOT_FOUND
+
 
 class ReconcileError(Exception):
     """Base of the reconciler's own failures; `reason` is a short, log-safe code."""
@@ -18,8 +22,25 @@ class TransientError(ReconcileError):
 
 
 class OrderNotFound(TransientError):
-    # The merchant may not have committed the order yet when WooshPay's event arrives.
-    reason = "order_not_found"
+    """The merchant may not have committed the order yet when WooshPay's event arrives.
+
+    `order_ids` and `linked_ids` (PaymentIntent or Checkout Session ids) are what the event
+    names: the order's registration, or a link of one of those ids, heals the event.
+    """
+
+    reason = ORDER_NOT_FOUND
+
+    def __init__(
+        self, detail: str, *, order_ids: Sequence[str] = (), linked_ids: Sequence[str] = ()
+    ) -> None:
+        super().__init__(detail)
+        self.order_ids = tuple(order_ids)
+        self.linked_ids = tuple(linked_ids)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every id the event names, as healing looks events up."""
+        return (*self.order_ids, *self.linked_ids)
 
 
 class PermanentError(ReconcileError):

@@ -20,7 +20,8 @@ from service.settings import Settings
 from service.store.inbox import record_failure
 from service.store.outages import STORE_OUTAGE_ERRORS
 from workers.apply import ApplyResult, apply_event
-from workers.errors import PermanentError, TransientError, describe
+from workers.errors import OrderNotFound, PermanentError, TransientError, describe
+from workers.healing import heal_after_link, heal_if_found_now
 from workers.metrics import WorkerMetrics
 from workers.retries import (
     Counted,
@@ -56,23 +57,25 @@ async def reconcile_event(ctx: dict[str, Any], event_id: str) -> str:
     try:
         result = await apply_event(deps.engine, event_id, now_ms=_now_ms())
     except PermanentError as error:
-        return await _after_failure(deps, event_id, error, ErrorKind.PERMANENT, attempt, started)
+        return await _after_failure(ctx, event_id, error, ErrorKind.PERMANENT, attempt, started)
     except (TransientError, *STORE_OUTAGE_ERRORS) as error:
         # Expected, and logged as one `reconcile.retry` line: no traceback for a store outage.
-        return await _after_failure(deps, event_id, error, ErrorKind.TRANSIENT, attempt, started)
+        return await _after_failure(ctx, event_id, error, ErrorKind.TRANSIENT, attempt, started)
     except Exception as error:
         # Unexpected (a bug): log the traceback, then treat it like a transient failure, so the
         # event is retried and finally parked as `failed` (visible, replayable once fixed).
         log.exception("reconcile.error", error=type(error).__name__)
-        return await _after_failure(deps, event_id, error, ErrorKind.TRANSIENT, attempt, started)
+        return await _after_failure(ctx, event_id, error, ErrorKind.TRANSIENT, attempt, started)
     _finish(deps, result.outcome, started, result)
     if result.received_ms is not None:
         deps.metrics.processing_latency.observe(max(_now_ms() - result.received_ms, 0) / 1000)
+    # After the commit: the events waiting for a link it made can find their order now.
+    await heal_after_link(ctx, deps.engine, result)
     return result.outcome
 
 
 async def _after_failure(
-    deps: WorkerDeps,
+    ctx: dict[str, Any],
     event_id: str,
     error: BaseException,
     kind: ErrorKind,
@@ -81,8 +84,13 @@ async def _after_failure(
 ) -> str:
     """Count the failure in the inbox, then act on the retry policy's verdict: raise arq's
     Retry, or end the job as `failed` or `duplicate`."""
+    deps: WorkerDeps = ctx[DEPS_KEY]
     reason = describe(error)
-    count = await _count_failure(deps, event_id, reason, kind, job_try)
+    unmatched = error if isinstance(error, OrderNotFound) else None
+    count = await _count_failure(deps, event_id, reason, kind, job_try, unmatched)
+    if unmatched is not None and isinstance(count, Counted):
+        # Its keys are committed now: look for the order once more (service.operations.heal).
+        await heal_if_found_now(ctx, deps.engine, unmatched)
     settings = deps.settings
     verdict = decide(
         kind,
@@ -98,7 +106,12 @@ async def _after_failure(
 
 
 async def _count_failure(
-    deps: WorkerDeps, event_id: str, reason: str, kind: ErrorKind, job_try: int
+    deps: WorkerDeps,
+    event_id: str,
+    reason: str,
+    kind: ErrorKind,
+    job_try: int,
+    unmatched: OrderNotFound | None,
 ) -> FailureCount:
     try:
         attempts = await record_failure(
@@ -107,6 +120,7 @@ async def _count_failure(
             error=reason,
             parks=functools.partial(parks, kind, max_attempts=deps.settings.retry_max_attempts),
             now_ms=_now_ms(),
+            unmatched_keys=unmatched.keys if unmatched is not None else (),
         )
     except STORE_OUTAGE_ERRORS:
         return StoreUnreachable(job_try)

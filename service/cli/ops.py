@@ -23,6 +23,7 @@ from service.cli.store_access import in_store, with_store
 from service.domain.currency import normalise_currency
 from service.domain.event_status import EventStatus
 from service.domain.orders import OrderStatus, OrderTerms
+from service.operations.registration import register_order
 from service.operations.replay import (
     QueueUnavailable,
     ReplayPlan,
@@ -33,7 +34,7 @@ from service.queue import create_redis
 from service.settings import Settings
 from service.store.engine import reading
 from service.store.inbox import get_event, list_events
-from service.store.orders import OrderExists, add_order, get_order, list_orders
+from service.store.orders import OrderExists, OrderView, get_order, list_orders
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -72,8 +73,9 @@ def orders_add(
 ) -> None:
     """Register an order (amount in minor units)."""
     terms = OrderTerms(order_id, amount, currency, payment_intent, checkout_session)
+    settings = load_settings()
     try:
-        view = _in_store(lambda engine: add_order(engine, terms, now_ms=int(time.time() * 1000)))
+        view = in_store(settings.database_url, lambda engine: _register(settings, engine, terms))
     except OrderExists:
         fail(f"order {order_id} (or one of its payment links) is already registered")
     if as_json:
@@ -158,6 +160,15 @@ def events_replay(
         click.echo(f"replayed {plural(replayed, 'event')}")
     if plan.unknown_ids:
         raise SystemExit(EXIT_FAILED)
+
+
+async def _register(settings: Settings, engine: AsyncEngine, terms: OrderTerms) -> OrderView:
+    """Register the order and run the events waiting for it (Redis only if one waits)."""
+    redis = create_redis(settings.redis_url.reveal())
+    try:
+        return await register_order(engine, redis, terms, now_ms=int(time.time() * 1000))
+    finally:
+        await redis.aclose()
 
 
 async def _enqueue(settings: Settings, engine: AsyncEngine, plan: ReplayPlan) -> int:

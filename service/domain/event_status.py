@@ -12,6 +12,12 @@ The values are what the order store keeps and what the command line and metrics 
 from __future__ import annotations
 
 import enum
+from typing import Final
+
+# The reason (the start of `last_error`) of a failure to find the event's order. Unlike any other
+# failure it ends when the world changes: registering the order, or an event linking one of the
+# ids it names, reopens it (service.operations.heal).
+ORDER_NOT_FOUND: Final = "order_not_found"
 
 
 class EventStatus(enum.StrEnum):

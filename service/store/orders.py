@@ -15,6 +15,7 @@ from service.domain.orders import OrderState, OrderTerms, initial_state
 from service.domain.refunds import RefundState
 from service.store import inbox
 from service.store.driver import DriverTransaction, Query
+from service.store.engine import reading
 from service.store.schema import order_links, orders, refunds
 
 LINK_PAYMENT_INTENT = "payment_intent"
@@ -72,6 +73,29 @@ async def probe_orders_table(connection: AsyncConnection) -> None:
     """Touch the orders table (a constant, at most one row): on a store never migrated this
     fails ("no such table")."""
     await connection.execute(select(literal(1)).select_from(orders).limit(1))
+
+
+async def order_for_keys(
+    engine: AsyncEngine, order_ids: Sequence[str], linked_ids: Sequence[str]
+) -> str | None:
+    """A registered order an event would find now: one of `order_ids`, or the order one of
+    `linked_ids` (PaymentIntent or Checkout Session ids) is linked to; None when there is none
+    yet. A read, for the worker's second look after an event did not find its order."""
+    queries = []
+    if order_ids:
+        queries.append(select(orders.c.order_id).where(orders.c.order_id.in_(list(order_ids))))
+    if linked_ids:
+        queries.append(
+            select(orders.c.order_id)
+            .join(order_links, order_links.c.order_id == orders.c.order_id)
+            .where(order_links.c.external_id.in_(list(linked_ids)))
+        )
+    async with reading(engine).connect() as connection:
+        for query in queries:
+            found = (await connection.execute(query.limit(1))).scalar_one_or_none()
+            if found is not None:
+                return str(found)
+    return None
 
 
 async def get_order(engine: AsyncEngine, order_id: str) -> OrderView | None:

@@ -91,3 +91,13 @@ order_links = Table(
     Column("order_id", ID, ForeignKey("orders.order_id"), nullable=False),
     Index("ix_order_links_order_id", "order_id"),
 )
+
+# The order ids, PaymentIntent and Checkout Session ids an event named when its order could not
+# be found (recorded by the worker as it counts that failure), so that registering the order or
+# linking one of the ids finds the events waiting for it (service.operations.heal).
+unmatched_event_keys = Table(
+    "unmatched_event_keys",
+    metadata,
+    Column("key", ID, primary_key=True),
+    Column("event_id", ID, primary_key=True),
+)

@@ -245,7 +245,7 @@ def test_migrate_twice_succeeds(store_url: str) -> None:
     runner = Cli(store_url, _unreachable_redis())
     first = runner.ok("migrate")
     second = runner.ok("migrate")
-    assert first.stdout.strip() == "order store schema at revision 0001"
+    assert first.stdout.strip() == "order store schema at revision 0002"
     assert second.stdout == first.stdout
 
 
@@ -538,6 +538,54 @@ def test_events_replay_failed_reopens_and_enqueues(cli: Cli, private_redis: Loca
         again = cli.ok("events", "replay", "--failed", REDIS_URL=private_redis.url)
         assert again.stdout.strip().splitlines()[-1] == "replayed 0 events"
         assert len(queued_job_ids(client)) == 1
+    finally:
+        client.close()
+
+
+def test_orders_add_heals_an_event_parked_for_want_of_it(
+    cli: Cli, private_redis: LocalRedis
+) -> None:
+    """An event parked `failed` (order_not_found) is enqueued by `orders add` of its order and
+    applied by the next worker run, with no replay."""
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        client.flushall()  # a private server of this module: never the shared one
+        record(cli.database_url, "evt_late", "payment_intent.succeeded")
+        cli.ok("events", "replay", "evt_late", REDIS_URL=private_redis.url)  # its first job
+        env = cli_env(
+            DATABASE_URL=cli.database_url,
+            REDIS_URL=private_redis.url,
+            RETRY_MAX_ATTEMPTS="1",
+            LOG_FORMAT="json",
+        )
+        worker_run = ["worker", "--burst", "--metrics-port", "0"]
+        parking = run_cli(worker_run, env=env)
+        assert parking.returncode == 0, describe(parking)
+        status, _, last_error = event_row(cli.database_url, "evt_late")
+        assert status == "failed"
+        assert last_error is not None
+        assert last_error.startswith("order_not_found"), last_error
+
+        added = cli.ok(
+            "orders",
+            "add",
+            "o1",
+            "--amount",
+            "2000",
+            "--currency",
+            "EUR",
+            REDIS_URL=private_redis.url,
+        )
+
+        assert '"heal.enqueued"' in added.stderr, added.stderr
+        assert event_row(cli.database_url, "evt_late")[0] == "pending"
+        jobs = queued_job_ids(client)
+        assert len(jobs) == 1, jobs
+        assert jobs[0].startswith("evt:evt_late:replay:"), jobs
+        healing = run_cli(worker_run, env=env)
+        assert healing.returncode == 0, describe(healing)
+        assert event_row(cli.database_url, "evt_late")[0] == "processed"
+        assert cli.json("orders", "show", "o1")["status"] == "paid"
     finally:
         client.close()
 

@@ -15,7 +15,7 @@ from service.store.migrate import upgrade
 from tests.support.leaks import with_database_password
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-TABLES = ("order_links", "refunds", "orders", "events")
+TABLES = ("unmatched_event_keys", "order_links", "refunds", "orders", "events")
 
 
 def postgres_admin_url() -> str:

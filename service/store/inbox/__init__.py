@@ -9,6 +9,7 @@ operations. One module per family:
 - processing: the reconciler's transaction (lock the event, the order's other applied events,
   mark it processed or ignored, and the fragment that marks it inside the order's own save)
 - failures: counting failed attempts, parking, reopening for a replay
+- unmatched: the keys of events waiting for their order, and reopening them once it is there
 """
 
 from service.store.inbox.failures import record_failure, reopen_for_replay
@@ -34,6 +35,7 @@ from service.store.inbox.recording import (
     first_new,
     record_new_events,
 )
+from service.store.inbox.unmatched import remember_keys, reopen_unmatched
 
 __all__ = [
     "EventRecord",
@@ -53,5 +55,7 @@ __all__ = [
     "probe_inbox_table",
     "record_failure",
     "record_new_events",
+    "remember_keys",
     "reopen_for_replay",
+    "reopen_unmatched",
 ]

@@ -9,6 +9,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.domain.event_status import EventStatus
+from service.store.inbox.unmatched import remember_keys
 from service.store.schema import events
 
 # `last_error` keeps this much of an error's description.
@@ -22,6 +23,7 @@ async def record_failure(
     error: str,
     parks: Callable[[int], bool],
     now_ms: int,
+    unmatched_keys: Sequence[str] = (),
 ) -> int | None:
     """Count a failed attempt and keep its error; park the event as `failed` if `parks` says so
     of its attempt count (this failure included). Returns that count, or None when the event is
@@ -29,6 +31,8 @@ async def record_failure(
 
     `parks` is the caller's retry policy (workers.retries), applied inside the transaction that
     counts the attempt, so no job ever sees the count without the parking that goes with it.
+    `unmatched_keys`, for a failure to find the event's order, are the keys it named: recorded
+    with the count, for healing to find (service.store.inbox.unmatched).
     """
     async with engine.begin() as connection:
         attempts = (
@@ -45,6 +49,7 @@ async def record_failure(
         ).scalar_one_or_none()
         if attempts is None:
             return None
+        await remember_keys(connection, event_id, unmatched_keys)
         if parks(attempts):
             await connection.execute(
                 update(events)
