@@ -88,6 +88,17 @@ async def enqueue_event(
     return job is not None
 
 
+async def enqueue_now(redis: ArqRedis, event_ids: Sequence[str]) -> int:
+    """Enqueue each event under a fresh job id (a replay's, a heal's), so it runs now even while
+    an earlier job for it still waits out a backoff; how many were enqueued. Redis errors reach
+    the caller, which decides what a deferral means."""
+    enqueued = 0
+    for event_id in event_ids:
+        if await enqueue_event(redis, event_id, job_id=replay_job_id_for(event_id)):
+            enqueued += 1
+    return enqueued
+
+
 # Enqueue many jobs in one round trip, exactly as arq's enqueue_job would one by one: a job id
 # whose job or result key exists is skipped (arq's in-flight dedup), else its job key is written
 # with arq's expiry and the id is added to the queue. Returns how many jobs were created.

@@ -20,7 +20,7 @@ import structlog
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.queue import QUEUE_ERRORS, enqueue_event, replay_job_id_for
+from service.queue import QUEUE_ERRORS, enqueue_now
 from service.store.inbox import reopen_unmatched
 
 log = structlog.get_logger("service.operations.heal")
@@ -36,18 +36,15 @@ async def heal(engine: AsyncEngine, redis: ArqRedis, order_id: str, keys: Sequen
     event_ids = await reopen_unmatched(engine, keys, now_ms=int(time.time() * 1000))
     if not event_ids:
         return 0
-    enqueued = 0
     try:
-        for event_id in event_ids:
-            if await enqueue_event(redis, event_id, job_id=replay_job_id_for(event_id)):
-                enqueued += 1
+        enqueued = await enqueue_now(redis, event_ids)
     except QUEUE_ERRORS as error:
+        # Some may have gone in before Redis failed; every one is `pending`, so the sweeper
+        # enqueues whatever is not queued.
         log.warning(
-            "heal.deferred",
-            order_id=order_id,
-            count=len(event_ids) - enqueued,
-            error=type(error).__name__,
+            "heal.deferred", order_id=order_id, count=len(event_ids), error=type(error).__name__
         )
+        return 0
     if enqueued:
         log.info("heal.enqueued", order_id=order_id, count=enqueued)
     return enqueued

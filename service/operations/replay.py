@@ -10,7 +10,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.domain.event_status import EventStatus
-from service.queue import QUEUE_ERRORS, enqueue_event, replay_job_id_for
+from service.queue import QUEUE_ERRORS, enqueue_now
 from service.store.inbox import EventRecord, get_event, list_events, reopen_for_replay
 
 
@@ -58,11 +58,7 @@ async def execute_replay(engine: AsyncEngine, redis: ArqRedis, plan: ReplayPlan)
     event_ids = [record.event_id for record in plan.events]
     # Store errors here are the store's, and reach the caller as they are.
     await reopen_for_replay(engine, event_ids, now_ms=int(time.time() * 1000))
-    enqueued = 0
     try:
-        for event_id in event_ids:
-            if await enqueue_event(redis, event_id, job_id=replay_job_id_for(event_id)):
-                enqueued += 1
+        return await enqueue_now(redis, event_ids)
     except QUEUE_ERRORS as error:
         raise QueueUnavailable(type(error).__name__) from error
-    return enqueued
