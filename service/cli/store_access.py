@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.cli.common import CommandFailed, run, type_name
 from service.secrets import SecretUrl
 from service.store.engine import create_engine
-from service.store.outages import is_store_outage
+from service.store.outages import error_chain, is_store_outage
 
 T = TypeVar("T")
 
@@ -96,7 +96,7 @@ async def _sqlite_threads_finished() -> None:
 def describe_store_error(error: BaseException, database_url: SecretUrl) -> StoreProblem | None:
     """The StoreProblem an error from the order store means, or None when it means none of them
     (a bug, to be seen with its type)."""
-    chain = _chain(error)
+    chain = list(error_chain(error))
     location = str(database_url)  # the password masked
     for cause in chain:
         problem = _postgres_problem(cause, database_url) or _sqlite_problem(cause, location)
@@ -125,22 +125,6 @@ def _outage(chain: list[BaseException], location: str) -> StoreProblem:
         outage=True,
         reason=reason,
     )
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    """The error, the driver error SQLAlchemy wraps (`orig`) and their causes, each once."""
-    found: list[BaseException] = []
-    pending = [error]
-    while pending:
-        current = pending.pop(0)
-        if any(current is seen for seen in found):
-            continue
-        found.append(current)
-        linked = [getattr(current, "orig", None), current.__cause__]
-        if not current.__suppress_context__:
-            linked.append(current.__context__)
-        pending.extend(link for link in linked if isinstance(link, BaseException))
-    return found
 
 
 # PostgreSQL error codes (SQLSTATE) meaning the server is there but will not take us now.

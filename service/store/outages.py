@@ -81,10 +81,10 @@ _MAX_CHAIN: Final = 8
 def is_store_outage(error: BaseException) -> bool:
     """True when `error`, raw from the driver or wrapped by SQLAlchemy, says the store is
     unavailable for now; False for bugs."""
-    return any(_is_outage_itself(link) for link in _chain(error))
+    return any(_is_outage_itself(link) for link in error_chain(error))
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
+def error_chain(error: BaseException) -> Iterator[BaseException]:
     """The error, then what it wraps: SQLAlchemy's `orig`, then explicit causes (`raise ...
     from`). Implicit context is not followed: a bug raised while handling an outage is a bug."""
     seen: set[int] = set()
