@@ -36,7 +36,14 @@ from tests.support import flows
 from tests.support.logging_state import logging_restored
 from tests.support.processes import SETTINGS_VARIABLES
 from tests.support.sqlite_locks import write_locked
-from tests.support.webhooks import SECRET, get_json, metric_value, open_client, scrape
+from tests.support.webhooks import (
+    SECRET,
+    Client,
+    get_json,
+    metric_value,
+    open_client,
+    scrape,
+)
 
 # How long SQLite waits for the write lock in these tests (the service waits 30 s).
 LOCK_WAIT_MS = 200
@@ -69,34 +76,34 @@ def _settings(sqlite_url: str, redis_url: str) -> Settings:
     )
 
 
-async def test_readyz_answers_200_while_the_write_lock_is_held(
+@pytest_asyncio.fixture
+async def client(
     store: AsyncEngine, sqlite_url: str, redis_url: str, redis: ArqRedis
-) -> None:
-    """/readyz reports the database ok while another connection holds SQLite's write lock."""
-    client = await open_client(
+) -> AsyncIterator[Client]:
+    """The ingress on the SQLite store."""
+    started = await open_client(
         create_app(_settings(sqlite_url, redis_url), engine=store, redis=redis)
     )
-    try:
-        with write_locked(sqlite_url):
-            status, body = await get_json(client, "/readyz")
-    finally:
-        await client.close()
+    yield started
+    await started.close()
+
+
+async def test_readyz_answers_200_while_the_write_lock_is_held(
+    client: Client, sqlite_url: str
+) -> None:
+    """/readyz reports the database ok while another connection holds SQLite's write lock."""
+    with write_locked(sqlite_url):
+        status, body = await get_json(client, "/readyz")
 
     assert (status, body["database"]) == (200, "ok")
 
 
 async def test_a_metrics_scrape_counts_events_while_the_write_lock_is_held(
-    store: AsyncEngine, sqlite_url: str, redis_url: str, redis: ArqRedis
+    client: Client, sqlite_url: str
 ) -> None:
     """A /metrics scrape under another connection's write lock reads the inbox counts."""
-    client = await open_client(
-        create_app(_settings(sqlite_url, redis_url), engine=store, redis=redis)
-    )
-    try:
-        with write_locked(sqlite_url):
-            samples = await scrape(client)
-    finally:
-        await client.close()
+    with write_locked(sqlite_url):
+        samples = await scrape(client)
 
     assert metric_value(samples, "wooshpay_events", status="pending") == 1
 
